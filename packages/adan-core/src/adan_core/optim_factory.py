@@ -530,3 +530,22 @@ register_optimizer(
     help="Adan with AdamW-style decoupled weight decay (no_prox=True)",
     fixed_kwargs={"no_prox": True},
 )
+
+# Win family (adan_core.win): Win / Win2 acceleration of AdamW, Adam, LAMB and SGD.
+register_optimizer("adamw_win", "adan_core.win:AdamW_Win", help="AdamW + Win/Win2 acceleration")
+register_optimizer("adam_win", "adan_core.win:Adam_Win", help="Adam (L2 decay) + Win/Win2")
+register_optimizer("lamb_win", "adan_core.win:LAMB_Win", help="LAMB + Win/Win2 acceleration")
+register_optimizer("sgd_win", "adan_core.win:SGD_Win", help="Nesterov SGD + Win/Win2 (lr required)")
+register_optimizer_arg(
+    "--acceleration-mode",
+    choices=("win", "win2", "none"),
+    help="Win family only: 'win' (default), 'win2' (two reckless sequences) or 'none' (the plain "
+    "base optimizer).",
+)
+register_optimizer_arg(
+    "--reckless-steps",
+    type=float,
+    nargs=2,
+    metavar=("GAMMA1", "GAMMA2"),
+    help="Win family only: reckless step sizes relative to lr, both > 0 (default: 2 8).",
+)
