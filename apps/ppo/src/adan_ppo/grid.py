@@ -1,0 +1,295 @@
+"""The reproduction grid: tasks x optimizers x seeds over a process pool, then the summary.
+
+Each run lives in ``OUT/runs/<task>/<optimizer>/seed<N>`` and is resumable (see
+:mod:`adan_ppo.runstate`): finished runs are skipped, interrupted ones continue from their last
+checkpoint. Re-running the same command after an interruption completes the grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import shlex
+import sys
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+
+from . import summarize
+from .runstate import prepare_dir
+
+PAPER_ENVS = ["Ant-v5", "HalfCheetah-v5", "Walker2d-v5", "Humanoid-v5"]
+# --quick: the same pipeline on a budget that runs in minutes on 2 CPU cores.
+QUICK = {
+    "envs": ["HalfCheetah-v5", "Hopper-v5"],
+    "seeds": [1, 2],
+    "steps": 102_400,
+    "eval_every": 10_240,
+    "eval_episodes": 5,
+}
+
+
+def parse_seeds(text: list[str]) -> list[int]:
+    """``["1-3", "7"]`` or ``["1,2"]`` -> ``[1, 2, 3, 7]``."""
+    seeds: list[int] = []
+    for item in ",".join(text).split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            if "-" in item:
+                first, last = (int(x) for x in item.split("-", 1))
+                if last < first:
+                    raise ValueError
+                seeds.extend(range(first, last + 1))
+            else:
+                seeds.append(int(item))
+        except ValueError:
+            raise ValueError(
+                f"bad seed list item {item!r}; use e.g. --seeds 1-10 or --seeds 1 2 3"
+            ) from None
+    if not seeds:
+        raise ValueError("empty seed list")
+    return sorted(set(seeds))
+
+
+def _worker(argv: list[str]) -> dict:
+    """Run one training run in a pool process; never raises (errors are reported)."""
+    from .train import build_parser, train
+
+    try:
+        args = build_parser().parse_args(argv)
+        result = train(args, log=lambda msg: print(msg, flush=True))
+        return {"status": result.status, "steps": result.steps, "argv": argv}
+    except SystemExit as exc:  # argparse error
+        return {"status": "failed", "error": f"bad arguments (exit {exc.code})", "argv": argv}
+    except BaseException as exc:  # noqa: BLE001 - reported to the orchestrator
+        return {
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(),
+            "argv": argv,
+        }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m adan_ppo.grid (or bash apps/ppo/run.sh)",
+        description="Run PPO with each optimizer on each task and seed, then plot and summarize. "
+        "Resumable: re-run the same command to finish an interrupted grid.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--envs",
+        nargs="+",
+        help=f"gymnasium task ids (default {PAPER_ENVS}; --quick: {QUICK['envs']})",
+    )
+    p.add_argument(
+        "--opts",
+        nargs="+",
+        default=["adam", "adan"],
+        help="optimizer names registered in adan_core.optim_factory",
+    )
+    p.add_argument(
+        "--seeds", nargs="+", help="seeds, e.g. 1-10 or 1 2 3 (default 1-10; --quick: 1 2)"
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="env steps per run (default: preset, 3,072,000 "
+        f"for paper; --quick: {QUICK['steps']:,})",
+    )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        help=f"env steps between evaluations (default 30,720; --quick: {QUICK['eval_every']:,})",
+    )
+    p.add_argument(
+        "--eval-episodes",
+        type=int,
+        help=f"episodes per evaluation (default 10; --quick: {QUICK['eval_episodes']})",
+    )
+    p.add_argument("--preset", default="paper", help="hyper-parameter preset of adan_ppo.train")
+    p.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel (one CPU core each)"
+    )
+    p.add_argument("--out", type=Path, default=Path("results/ppo"), help="output directory")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small budget (2 tasks x 2 seeds x 102,400 steps), minutes on 2 cores",
+    )
+    p.add_argument("--baseline", default="adam", help="optimizer the summary compares with")
+    p.add_argument(
+        "--tianshou-dir",
+        type=Path,
+        default=os.environ.get("TIANSHOU_BENCHMARK_DIR"),
+        help="Tianshou benchmark folder (<Env>-v3/result.json) to draw as a reference "
+        "curve; default $TIANSHOU_BENCHMARK_DIR",
+    )
+    p.add_argument(
+        "--train-args",
+        default="",
+        help='extra arguments for every adan_ppo.train call, e.g. "--opt-betas 0.98 0.92 0.99"',
+    )
+    p.add_argument(
+        "--log-interval",
+        type=float,
+        default=60.0,
+        help="seconds between progress lines (grid and runs)",
+    )
+    p.add_argument(
+        "--summarize-only",
+        action="store_true",
+        help="only (re)write plots and summary from the runs already in --out",
+    )
+    return p
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    """``(tag, train argv)`` per run, seed-major so every optimizer advances together."""
+    envs = args.envs or (QUICK["envs"] if args.quick else PAPER_ENVS)
+    seeds = (
+        parse_seeds(args.seeds)
+        if args.seeds
+        else (QUICK["seeds"] if args.quick else list(range(1, 11)))
+    )
+    steps = args.steps or (QUICK["steps"] if args.quick else None)
+    eval_every = args.eval_every or (QUICK["eval_every"] if args.quick else None)
+    episodes = args.eval_episodes or (QUICK["eval_episodes"] if args.quick else None)
+    common = ["--preset", args.preset, "--log-interval", str(args.log_interval)]
+    for flag, value in (
+        ("--steps", steps),
+        ("--eval-every", eval_every),
+        ("--eval-episodes", episodes),
+    ):
+        if value is not None:
+            common += [flag, str(value)]
+    common += shlex.split(args.train_args)
+    runs = []
+    for seed in seeds:
+        for env in envs:
+            for opt in args.opts:
+                tag = f"{env}/{opt}/seed{seed}"
+                run_dir = args.out / "runs" / env / opt / f"seed{seed}"
+                runs.append(
+                    (
+                        tag,
+                        [
+                            "--env",
+                            env,
+                            "--opt",
+                            opt,
+                            "--seed",
+                            str(seed),
+                            "--out",
+                            str(run_dir),
+                            "--tag",
+                            tag,
+                            *common,
+                        ],
+                    )
+                )
+    return runs
+
+
+def validate(args: argparse.Namespace, runs: list[tuple[str, list[str]]]) -> None:
+    """Fail fast, before any pool starts, on a bad env id, optimizer name or flag."""
+    from .envs import check_env_id
+    from .optim import sb3_optimizer
+    from .train import build_parser, settings_from_args
+
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+    seen_envs, seen_opts = set(), set()
+    parser = build_parser()
+    parser.exit_on_error = False
+    for _, argv in runs:
+        try:
+            targs = parser.parse_args(argv)
+        except (argparse.ArgumentError, SystemExit) as exc:
+            raise ValueError(f"invalid run arguments {shlex.join(argv)}: {exc}") from None
+        if targs.env not in seen_envs:
+            check_env_id(targs.env)
+            seen_envs.add(targs.env)
+        if targs.opt not in seen_opts:
+            sb3_optimizer(targs)
+            seen_opts.add(targs.opt)
+        settings_from_args(targs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    try:
+        if args.opts:
+            from adan_core.optim_factory import get_optimizer_spec
+
+            args.opts = [get_optimizer_spec(o).name for o in args.opts]
+        prepare_dir(args.out)
+        runs = plan(args)
+        if not args.summarize_only:
+            validate(args, runs)
+    except (ValueError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    failed = []
+    if not args.summarize_only:
+        log(f"[grid] {len(runs)} runs, {args.jobs} at a time, output in {args.out}")
+        t0 = time.time()
+        counts = {"finished": 0, "skipped": 0, "stopped": 0, "failed": 0}
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
+            pending = {pool.submit(_worker, argv): tag for tag, argv in runs}
+            try:
+                while pending:
+                    done, _ = wait(pending, timeout=args.log_interval, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        tag = pending.pop(fut)
+                        res = fut.result()
+                        counts[res["status"]] += 1
+                        if res["status"] == "failed":
+                            failed.append((tag, res))
+                            log(f"[grid] FAILED {tag}: {res['error']}\n{res.get('traceback', '')}")
+                    log(
+                        f"[grid] {len(runs) - len(pending)}/{len(runs)} runs done "
+                        f"({counts['finished']} trained, {counts['skipped']} already finished, "
+                        f"{counts['failed']} failed), {len(pending)} left, "
+                        f"{time.time() - t0:.0f}s elapsed"
+                    )
+            except KeyboardInterrupt:
+                log(
+                    "[grid] interrupted: runs keep their last checkpoint; re-run the same "
+                    "command to resume"
+                )
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+
+    curves = summarize.load_grid_curves(args.out)
+    wanted = {(t.rsplit("/", 2)[0], t.rsplit("/", 2)[1]) for t, _ in runs}
+    curves = {k: v for k, v in curves.items() if k in wanted or args.summarize_only}
+    try:
+        summarize.run(
+            curves,
+            args.out,
+            args.baseline,
+            0.75,
+            "PPO on MuJoCo: Adam vs Adan (SB3, gymnasium v5)",
+            args.tianshou_dir,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    log((args.out / "summary.md").read_text())
+    log(f"[grid] plots and summary in {args.out} (summary.md, summary.csv, <task>.png)")
+    if failed:
+        log(f"[grid] {len(failed)} runs failed: {', '.join(t for t, _ in failed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Optimizer for SB3's ``policy_kwargs`` from adan-core's swap helpers."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from typing import Any
+
+from adan_core.optim_factory import get_optimizer_spec, optimizer_class_and_kwargs
+
+from .settings import PAPER_EPS
+
+
+def sb3_optimizer(args: argparse.Namespace) -> tuple[type, dict[str, Any], str]:
+    """``(optimizer_class, optimizer_kwargs, name)`` for the optimizer selected by ``--opt``.
+
+    ``lr`` is not in the kwargs: SB3 passes it (and rewrites ``param_group['lr']`` before every
+    update from its schedule). ``eps`` defaults to 1e-8 as in the paper when the optimizer takes
+    it, because SB3 would otherwise give Adam eps=1e-5.
+    """
+    spec = get_optimizer_spec(args.opt)
+    overrides: dict[str, Any] = {}
+    accepted, _ = spec.signature_defaults()
+    if getattr(args, "opt_eps", None) is None and "eps" in accepted:
+        overrides["eps"] = PAPER_EPS
+    cls, kwargs = optimizer_class_and_kwargs(args, **overrides)
+    return cls, kwargs, spec.name
+
+
+def describe(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """JSON-able record of the optimizer and every hyper-parameter it will use (incl. defaults)."""
+    full: dict[str, Any] = {}
+    try:
+        for name, p in inspect.signature(cls).parameters.items():
+            if p.default is not inspect.Parameter.empty and name != "lr":
+                full[name] = p.default
+    except (TypeError, ValueError):
+        pass
+    full.update(kwargs)
+    clean = {k: (list(v) if isinstance(v, tuple) else v) for k, v in full.items()}
+    clean = {
+        k: v for k, v in clean.items() if isinstance(v, (int, float, bool, str, list, type(None)))
+    }
+    return {"class": f"{cls.__module__}.{cls.__qualname__}", "kwargs": clean}
