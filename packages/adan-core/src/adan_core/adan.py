@@ -1,0 +1,437 @@
+"""The Adan optimizer: one math (``functional.py``), chosen implementation per step."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any, Optional, Union
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from . import _cpu_fused
+from .clip import clip_factor, global_grad_norm
+from .functional import adan
+
+__all__ = ["Adan"]
+
+_FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_GROUP_FLAG_DEFAULTS: dict[str, Any] = {
+    "no_prox": False,
+    "max_grad_norm": 0.0,
+    "foreach": None,
+    "fused": None,
+    "capturable": False,
+    "differentiable": False,
+    "maximize": False,
+}
+# Per-parameter state layouts written by other Adan implementations that cannot be loaded as is.
+_FOREIGN_LAYOUTS = {
+    "previous_grad": "pytorch-optimizer (kozistr)",
+    "prev_grad": "optimi or lucidrains/Adan-pytorch",
+    "kahan_comp": "optimi",
+    "m": "lucidrains/Adan-pytorch",
+}
+
+
+def _fused_unavailable(device: torch.device) -> Optional[str]:
+    try:
+        from ._triton_adan import unavailable_reason
+    except ImportError as err:
+        return f"Triton is not importable ({err}); install it with `pip install adan-core[triton]`"
+    return unavailable_reason(device)
+
+
+def _is_dtensor(t: Tensor) -> bool:
+    return type(t).__name__ == "DTensor"
+
+
+def _local(t: Tensor) -> Tensor:
+    return t.to_local() if _is_dtensor(t) else t
+
+
+class Adan(Optimizer):
+    r"""Adan: Adaptive Nesterov Momentum (Xie et al., TPAMI 2024), a drop-in for the official class.
+
+    Per step, with gradient :math:`g_t` (after clipping) and :math:`\Delta_t = g_t - g_{t-1}`
+    (:math:`\Delta_1 = 0`)::
+
+        m = b1*m + (1-b1)*g                 d = b2*d + (1-b2)*Δ
+        n = b3*n + (1-b3)*(g + b2*Δ)**2
+        u = (m/(1-b1**t) + b2*d/(1-b2**t)) / (sqrt(n/(1-b3**t)) + eps)
+        p = (p - lr*u) / (1 + lr*wd)        (proximal decay, default)
+        p = p*(1 - lr*wd) - lr*u            (no_prox=True, AdamW-style decay)
+
+    **Betas use the code convention**, as the official repository and timm do: ``betas=(0.98, 0.92,
+    0.99)`` are the paper's ``β = (0.02, 0.08, 0.01)`` written as ``1 - β``. Passing paper-style
+    values (all below 0.5) emits a warning. Adan usually wants a larger lr than Adam (the authors
+    used 5-10x for vision, 2-4x for LLM fine-tuning) and weight decay around 0.02.
+
+    Args:
+        params: iterable of parameters or param-group dicts.
+        lr: step size (float or 0-d tensor; a tensor lr avoids recompiles under ``torch.compile``).
+        betas: ``(b1, b2, b3)`` EMA factors of the gradient, the gradient difference and the squared
+            Nesterov gradient, each in [0, 1).
+        eps: added to the bias-corrected ``sqrt(n)`` (as ``torch.optim.AdamW`` does), and to the
+            global norm in the clip factor ``min(1, max_grad_norm / (norm + eps))``. The clip eps
+            is the constructor's, never a param group's.
+        weight_decay: decay factor, multiplied by lr (so it follows the lr schedule).
+        max_grad_norm: global-norm clipping threshold over all groups (and all ranks, see
+            ``sharded``); 0 disables clipping. Computed on the device without a host sync, and fed
+            into the update: ``p.grad`` is never modified.
+        no_prox: False for the paper's proximal decay, True for AdamW-style decay.
+        foreach: use the ``torch._foreach_*`` implementation (None: choose automatically).
+        fused: True to require the fused Triton kernel (CUDA, or CPU with ``TRITON_INTERPRET=1``);
+            None chooses it automatically on CUDA. On CPU the default is a compiled one-pass
+            kernel (``torch.compile``), falling back to foreach if no C++ compiler is present.
+        capturable: keep steps on the parameters' device so the step can be captured in a CUDA
+            graph (the fused kernel is always capturable).
+        differentiable: not supported (raises).
+        maximize: maximize the objective instead of minimizing it.
+        sharded: True when each rank's optimizer owns a disjoint shard of the parameters
+            (``ZeroRedundancyOptimizer``); the clipping norm is then all-reduced across the
+            default process group. DTensor (FSDP2) parameters are detected automatically.
+
+    State per parameter (official names, so official checkpoints load): ``exp_avg``,
+    ``exp_avg_sq``, ``exp_avg_diff``, ``neg_pre_grad`` and ``step`` (a 0-d fp32 tensor). Unlike the
+    official group-wide step, each parameter counts its own steps, so a parameter whose first
+    gradient arrives late gets the correct bias correction. ``state_dict()`` also writes the
+    group ``step`` the official class expects.
+    """
+
+    _step_supports_amp_scaling = True  # GradScaler passes grad_scale/found_inf; see step()
+
+    def __init__(
+        self,
+        params: Iterable[Union[Tensor, dict[str, Any]]],
+        lr: Union[float, Tensor] = 1e-3,
+        betas: tuple[float, float, float] = (0.98, 0.92, 0.99),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        max_grad_norm: float = 0.0,
+        no_prox: bool = False,
+        *,
+        foreach: Optional[bool] = None,
+        fused: Optional[bool] = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        maximize: bool = False,
+        sharded: bool = False,
+    ) -> None:
+        if differentiable:
+            raise NotImplementedError(
+                "Adan(differentiable=True) is not supported; use differentiable=False"
+            )
+        if foreach and fused:
+            raise ValueError("foreach=True and fused=True cannot both be set; choose one")
+        defaults = dict(
+            lr=lr,
+            betas=tuple(betas),
+            eps=eps,
+            weight_decay=weight_decay,
+            max_grad_norm=max_grad_norm,
+            no_prox=no_prox,
+            foreach=foreach,
+            fused=fused,
+            capturable=capturable,
+            differentiable=differentiable,
+            maximize=maximize,
+        )
+        _validate(defaults)
+        self.sharded = sharded
+        self._packs: dict = {}
+        self._warned: set[str] = set()
+        super().__init__(params, defaults)
+        if fused:
+            for group in self.param_groups:
+                for p in group["params"]:
+                    reason = _fused_unavailable(_local(p).device)
+                    if reason is None and p.dtype not in _FUSED_DTYPES:
+                        reason = f"fused Adan supports fp32/bf16/fp16 params, got {p.dtype}"
+                    if reason is not None:
+                        raise RuntimeError(
+                            f"Adan(fused=True) cannot run: {reason}. Use fused=None (automatic) "
+                            "or foreach=True."
+                        )
+        self.register_state_dict_post_hook(_write_group_steps)
+        self.register_load_state_dict_pre_hook(_migrate_checkpoint)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        merged = {**self.defaults, **param_group}
+        _validate(merged)
+        if self.param_groups and merged["max_grad_norm"] != self.param_groups[0]["max_grad_norm"]:
+            raise ValueError(
+                "max_grad_norm is optimizer-wide (one global norm over all groups); got "
+                f"{merged['max_grad_norm']} for a new group but "
+                f"{self.param_groups[0]['max_grad_norm']} before. Set it once in the constructor."
+            )
+        super().add_param_group(param_group)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("sharded", False)
+        self.__dict__.setdefault("_packs", {})
+        self.__dict__.setdefault("_warned", set())
+        for group in self.param_groups:
+            for key, value in _GROUP_FLAG_DEFAULTS.items():
+                group.setdefault(key, value)
+            group["betas"] = tuple(group["betas"])
+            for p in group["params"]:
+                st = self.state.get(p)
+                if st and "step" in st and not torch.is_tensor(st["step"]):
+                    st["step"] = torch.tensor(float(st["step"]), dtype=torch.float32)
+
+    @torch.no_grad()
+    def restart(self) -> None:
+        """Restart as in the paper's Algorithm 1: zero m, n, d and the step counts.
+
+        The next step is then a first step again (delta = 0, full bias correction), which equals the
+        paper's re-initialisation ``m = g, v = 0, n = g**2`` at the current point. Call it from the
+        training loop whenever your restart condition holds.
+        """
+        for group in self.param_groups:
+            group["step"] = 0
+            for p in group["params"]:
+                st = self.state.get(p)
+                if not st:
+                    continue
+                for key in ("exp_avg", "exp_avg_sq", "exp_avg_diff"):
+                    st[key].zero_()
+                st["step"].zero_()
+
+    restart_opt = restart  # the official name
+
+    def _init_group(self, group: dict[str, Any]) -> list[list[Tensor]]:
+        lists: list[list[Tensor]] = [[] for _ in range(7)]
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            grad = p.grad
+            if grad.is_sparse:
+                raise RuntimeError(
+                    "Adan does not support sparse gradients; use a dense embedding "
+                    "(nn.Embedding(sparse=False)) or torch.optim.SparseAdam for that parameter"
+                )
+            if torch.is_complex(p):
+                raise TypeError(
+                    "Adan does not support complex parameters; optimize torch.view_as_real(p) "
+                    "as a real parameter instead"
+                )
+            state = self.state[p]
+            if "exp_avg" not in state:
+                on_device = group["capturable"] or group["fused"] or _local(p).device.type == "cuda"
+                state["step"] = torch.zeros(
+                    (), dtype=torch.float32, device=_local(p).device if on_device else "cpu"
+                )
+                for key in ("exp_avg", "exp_avg_sq", "exp_avg_diff"):
+                    state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["neg_pre_grad"] = torch.zeros_like(
+                    p, dtype=grad.dtype, memory_format=torch.preserve_format
+                )
+            for out, t in zip(
+                lists,
+                (p, grad, state["exp_avg"], state["exp_avg_sq"], state["exp_avg_diff"],
+                 state["neg_pre_grad"], state["step"]),
+            ):
+                out.append(t)
+        return lists
+
+    def _choose_impl(self, group: dict[str, Any], params: list[Tensor]) -> str:
+        """The implementation for this group, decided now from what can actually run here."""
+        if torch.compiler.is_compiling():
+            return "foreach"  # Dynamo traces the foreach math and fuses it itself
+        devices = {p.device for p in params}
+        dtypes = {p.dtype for p in params}
+        fusable = len(devices) == 1 and dtypes <= set(_FUSED_DTYPES)
+        device = next(iter(devices))
+        if group["fused"]:
+            reason = _fused_unavailable(device) if fusable else "mixed devices or fp64 params"
+            if reason is None:
+                return "fused"
+            self._warn_once(
+                f"fused={group['fused']} (possibly restored from a checkpoint) cannot run here: "
+                f"{reason}. Falling back to the best available implementation."
+            )
+        if group["foreach"] is False:
+            return "single"
+        if group["foreach"]:
+            return "foreach"
+        if fusable and device.type == "cuda" and _fused_unavailable(device) is None:
+            return "fused"
+        if fusable and device.type == "cpu" and not group["capturable"]:
+            return "cpu_fused"
+        return "foreach"
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            warnings.warn(f"adan_core.Adan: {message}", RuntimeWarning, stacklevel=4)
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
+        """Perform one optimization step. ``closure`` re-evaluates the model and returns the loss.
+
+        Under ``torch.amp.GradScaler``, the scaler sets ``grad_scale`` and ``found_inf`` on the
+        optimizer: gradients are unscaled inside the update, the clipping norm is the unscaled
+        one, and an inf/NaN gradient skips the step without touching any state or step count.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        per_group = [self._init_group(group) for group in self.param_groups]
+        all_grads = [g for lists in per_group for g in lists[1]]
+        if not all_grads:
+            return loss
+
+        grad_scale: Optional[Tensor] = getattr(self, "grad_scale", None)
+        found_inf: Optional[Tensor] = getattr(self, "found_inf", None)
+        grad_mul = self._grad_multiplier(all_grads, grad_scale)
+
+        for group, lists in zip(self.param_groups, per_group):
+            if not lists[0]:
+                continue
+            lists = [[_local(t) for t in seq] for seq in lists[:6]] + [lists[6]]
+            impl = self._choose_impl(group, lists[0])
+            if impl == "cpu_fused":
+                pairs = {(p.dtype, g.dtype) for p, g in zip(lists[0], lists[1])}
+                if not _cpu_fused.ready(pairs):
+                    impl = "foreach"
+            device = lists[0][0].device
+            if impl == "fused":
+                lists[6] = self._steps_on(group, device)
+            mul = grad_mul.to(device, non_blocking=True) if grad_mul is not None else None
+            lr = group["lr"]
+            if isinstance(lr, Tensor) and impl in ("fused", "foreach"):
+                lr = lr.to(device, non_blocking=True)
+            kwargs = dict(
+                lr=lr,
+                betas=group["betas"],
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                no_prox=group["no_prox"],
+                maximize=group["maximize"],
+                grad_mul=mul,
+            )
+            if impl == "cpu_fused":
+                if found_inf is not None and bool(found_inf.item()):
+                    continue
+                from .functional import AdanHyper
+
+                _cpu_fused.cpu_fused_adan(
+                    *lists[:7],
+                    AdanHyper(lr, group["betas"], group["eps"], group["weight_decay"],
+                              group["no_prox"], group["maximize"]),
+                    mul,
+                    cache=self._packs,
+                )
+            else:
+                adan(*lists, **kwargs, found_inf=found_inf, impl=impl)
+        return loss
+
+    def _steps_on(self, group: dict[str, Any], device: torch.device) -> list[Tensor]:
+        """Per-parameter steps moved (once) to ``device``, where the fused kernel reads them."""
+        steps = []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            st = self.state[p]
+            if st["step"].device != device:
+                st["step"] = st["step"].to(device=device, dtype=torch.float32)
+            steps.append(st["step"])
+        return steps
+
+    def _grad_multiplier(self, grads: list[Tensor], grad_scale: Optional[Tensor]) -> Optional[Tensor]:
+        """Clip factor divided by the AMP scale, as a device tensor (None when both are absent)."""
+        max_norms = {group["max_grad_norm"] for group in self.param_groups}
+        if len(max_norms) > 1:
+            raise ValueError(
+                f"max_grad_norm must be the same in every param group (it clips one global norm); "
+                f"got {sorted(max_norms)}"
+            )
+        max_norm = max_norms.pop()
+        mul = None
+        if max_norm > 0:
+            norm = global_grad_norm(grads, sharded=self.sharded)
+            if grad_scale is not None:
+                norm = norm / grad_scale.to(norm.device)
+            mul = clip_factor(norm, max_norm, self.defaults["eps"])
+        if grad_scale is not None:
+            inv = grad_scale.double().reciprocal().float()
+            mul = inv if mul is None else mul * inv.to(mul.device)
+        return mul
+
+
+def _validate(hp: dict[str, Any]) -> None:
+    lr = hp["lr"]
+    if isinstance(lr, Tensor):
+        if lr.numel() != 1:
+            raise ValueError(f"Invalid lr: a tensor lr must have one element, got shape {lr.shape}")
+        lr_value = float(lr.detach().cpu())
+    else:
+        lr_value = float(lr)
+    if not lr_value >= 0.0:
+        raise ValueError(f"Invalid lr={lr}: the learning rate must be >= 0")
+    betas = hp["betas"]
+    if len(betas) != 3:
+        raise ValueError(
+            f"Invalid betas={betas}: Adan takes three betas (b1, b2, b3), e.g. (0.98, 0.92, 0.99)"
+        )
+    for i, b in enumerate(betas):
+        if not 0.0 <= b < 1.0:
+            raise ValueError(
+                f"Invalid betas[{i}]={b}: each beta must be in [0, 1) (code convention, "
+                "e.g. (0.98, 0.92, 0.99))"
+            )
+    if all(b < 0.5 for b in betas):
+        warnings.warn(
+            f"Adan betas={tuple(betas)} look like the paper's convention (β = 1 - beta). This "
+            "class uses the code convention: the paper's (0.02, 0.08, 0.01) is (0.98, 0.92, 0.99).",
+            UserWarning,
+            stacklevel=4,
+        )
+    for name in ("eps", "weight_decay", "max_grad_norm"):
+        value = hp[name]
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0.0):
+            raise ValueError(f"Invalid {name}={value!r}: must be a finite number >= 0")
+
+
+def _write_group_steps(optimizer: Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+    """Add the official group-level int ``step`` so the official class can load our checkpoints."""
+    for group in state_dict["param_groups"]:
+        steps = [
+            state_dict["state"][i]["step"] for i in group["params"] if i in state_dict["state"]
+        ]
+        group["step"] = int(max(float(s) for s in steps)) if steps else 0
+    return state_dict
+
+
+def _migrate_checkpoint(optimizer: Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+    """Accept the official layouts (current and the 2022 ``pre_grad`` one), reject foreign ones."""
+    state = {k: dict(v) for k, v in state_dict["state"].items()}
+    groups = [dict(g) for g in state_dict["param_groups"]]
+    group_step = {i: g.get("step", 0) for g in groups for i in g["params"]}
+    for idx, st in state.items():
+        foreign = [k for k in st if k in _FOREIGN_LAYOUTS]
+        if foreign:
+            raise ValueError(
+                f"this checkpoint's state uses the key {foreign[0]!r} of "
+                f"{_FOREIGN_LAYOUTS[foreign[0]]}, whose Adan state has a different meaning; it "
+                "cannot be loaded into adan_core.Adan. Convert it or restart the optimizer."
+            )
+        if "pre_grad" in st and "neg_pre_grad" not in st:
+            st["neg_pre_grad"] = -st.pop("pre_grad")
+        if "step" not in st:
+            st["step"] = torch.tensor(float(group_step.get(idx, 0)), dtype=torch.float32)
+        missing = {"exp_avg", "exp_avg_sq", "exp_avg_diff", "neg_pre_grad"} - st.keys()
+        if missing:
+            raise ValueError(
+                f"checkpoint state for parameter {idx} lacks {sorted(missing)}; it is not an Adan "
+                "state_dict in the official layout"
+            )
+    for g in groups:
+        for key, value in _GROUP_FLAG_DEFAULTS.items():
+            g.setdefault(key, value)
+    return {**state_dict, "state": state, "param_groups": groups}
