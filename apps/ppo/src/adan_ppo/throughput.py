@@ -1,0 +1,152 @@
+"""Training throughput (env steps/s) per optimizer, measured side by side in one process.
+
+Runs the ``paper`` preset without evaluation, alternating optimizers for ``--repeats`` rounds so
+that load from other processes hits all of them alike, and splits the wall time into rollout
+collection, PPO update and, inside the update, ``optimizer.step``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from stable_baselines3 import PPO
+
+from .envs import check_env_id, make_train_env
+from .optim import sb3_optimizer
+from .settings import PAPER_LR, PRESETS
+
+
+def _timed(obj, name: str, totals: dict, key: str) -> None:
+    """Wrap ``obj.name`` so that its wall time accumulates in ``totals[key]``."""
+    inner = getattr(obj, name)
+
+    def wrapper(*a, **kw):
+        t = time.perf_counter()
+        try:
+            return inner(*a, **kw)
+        finally:
+            totals[key] += time.perf_counter() - t
+            totals[key + "_calls"] += 1
+
+    setattr(obj, name, wrapper)
+
+
+def measure(env_id: str, opt: str, steps: int, seed: int) -> dict:
+    """One training run of ``steps`` env steps; returns rates and the time split."""
+    from adan_core.optim_factory import add_optimizer_args
+
+    parser = argparse.ArgumentParser()
+    add_optimizer_args(parser)
+    args = parser.parse_args(["--opt", opt, "--lr", str(PAPER_LR)])
+    cls, kwargs, _ = sb3_optimizer(args)
+    s = PRESETS["paper"]
+    env = make_train_env(env_id, s)
+    model = PPO(
+        "MlpPolicy",
+        env,
+        learning_rate=PAPER_LR,
+        n_steps=s.n_steps,
+        batch_size=s.batch_size,
+        n_epochs=s.n_epochs,
+        gamma=s.gamma,
+        gae_lambda=s.gae_lambda,
+        clip_range=s.clip_range,
+        normalize_advantage=s.normalize_advantage,
+        ent_coef=s.ent_coef,
+        vf_coef=s.vf_coef,
+        max_grad_norm=s.max_grad_norm,
+        seed=seed,
+        device="cpu",
+        policy_kwargs=dict(
+            net_arch=dict(pi=list(s.hidden), vf=list(s.hidden)),
+            activation_fn=torch.nn.Tanh,
+            log_std_init=s.log_std_init,
+            optimizer_class=cls,
+            optimizer_kwargs=kwargs,
+        ),
+    )
+    totals = dict.fromkeys(
+        ("collect", "collect_calls", "update", "update_calls", "opt_step", "opt_step_calls"), 0.0
+    )
+    _timed(model, "collect_rollouts", totals, "collect")
+    _timed(model, "train", totals, "update")
+    _timed(model.policy.optimizer, "step", totals, "opt_step")
+    t0 = time.perf_counter()
+    model.learn(steps)
+    wall = time.perf_counter() - t0
+    env.close()
+    return {
+        "opt": opt,
+        "steps": int(model.num_timesteps),
+        "wall_s": wall,
+        "steps_per_s": model.num_timesteps / wall,
+        "collect_s": totals["collect"],
+        "update_s": totals["update"],
+        "opt_step_s": totals["opt_step"],
+        "opt_steps": int(totals["opt_step_calls"]),
+        "opt_step_us": 1e6 * totals["opt_step"] / max(totals["opt_step_calls"], 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m adan_ppo.throughput",
+        description="Env steps/s of PPO (paper preset) per optimizer, measured side by side.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--env", default="HalfCheetah-v5", help="gymnasium task id")
+    p.add_argument("--opts", nargs="+", default=["adam", "adan"], help="optimizers to compare")
+    p.add_argument("--steps", type=int, default=61_440, help="env steps per measurement")
+    p.add_argument("--repeats", type=int, default=3, help="alternating rounds per optimizer")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--out", type=Path, help="write the measurements here as JSON")
+    args = p.parse_args(argv)
+    try:
+        check_env_id(args.env)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    results = []
+    for r in range(args.repeats):
+        for opt in args.opts:
+            m = measure(args.env, opt, args.steps, seed=r + 1)
+            results.append(m)
+            print(
+                f"round {r + 1} {opt:>6}: {m['steps_per_s']:7.0f} steps/s | collect "
+                f"{m['collect_s']:.1f}s, update {m['update_s']:.1f}s (optimizer.step "
+                f"{m['opt_step_s']:.1f}s, {m['opt_step_us']:.0f} us/call)",
+                flush=True,
+            )
+    print(
+        f"\n{args.env}, {args.steps} steps x {args.repeats} rounds, torch threads "
+        f"{args.threads}; medians:"
+    )
+    med = {}
+    for opt in args.opts:
+        mine = [m for m in results if m["opt"] == opt]
+        med[opt] = {
+            k: statistics.median(m[k] for m in mine)
+            for k in ("steps_per_s", "collect_s", "update_s", "opt_step_s", "opt_step_us")
+        }
+        print(
+            f"  {opt:>6}: {med[opt]['steps_per_s']:7.0f} steps/s, update "
+            f"{med[opt]['update_s']:.1f}s, optimizer.step {med[opt]['opt_step_us']:.0f} us/call"
+        )
+    base = args.opts[0]
+    for opt in args.opts[1:]:
+        ratio = med[opt]["steps_per_s"] / med[base]["steps_per_s"]
+        print(f"  {opt}/{base} throughput ratio: {ratio:.3f} ({(1 - ratio) * 100:+.1f}% slower)")
+    if args.out:
+        args.out.write_text(json.dumps({"runs": results, "medians": med}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""The orchestrator end to end on a tiny budget: runs, summary, plot, and skip on re-run."""
+
+from __future__ import annotations
+
+import csv
+
+from adan_ppo import grid
+
+
+def test_grid_runs_summarizes_and_skips_finished_runs(tmp_path, capsys):
+    argv = ["--envs", "Hopper-v5", "--opts", "adam", "adan", "--seeds", "1", "--steps", "512",
+            "--eval-every", "256", "--eval-episodes", "2", "--jobs", "2", "--out", str(tmp_path),
+            "--train-args", "--n-envs 2 --n-steps 128", "--log-interval", "5"]  # fmt: skip
+    assert grid.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "2/2 runs done (2 trained" in out
+    with open(tmp_path / "summary.csv", newline="") as f:
+        rows = {r["optimizer"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"adam", "adan"} and rows["adan"]["final_step"] == "512"
+    assert (tmp_path / "Hopper-v5.png").exists() and (tmp_path / "summary.md").exists()
+    evals = tmp_path / "runs" / "Hopper-v5" / "adan" / "seed1" / "eval.csv"
+    mtime = evals.stat().st_mtime_ns
+
+    assert grid.main(argv) == 0
+    assert "2/2 runs done (0 trained, 2 already finished" in capsys.readouterr().out
+    assert evals.stat().st_mtime_ns == mtime

@@ -1,0 +1,75 @@
+"""Interrupted runs resume from their checkpoint; finished runs are never redone or changed."""
+
+from __future__ import annotations
+
+import csv
+import pickle
+
+import pytest
+import torch
+from adan_ppo import runstate
+from adan_ppo.train import _Run, settings_from_args, train
+
+
+def _steps(path):
+    with open(path, newline="") as f:
+        return [int(r["step"]) for r in csv.DictReader(f)]
+
+
+def _read(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("opt", ["adan"])
+def test_interrupted_run_resumes_without_redoing_work(tmp_path, tiny_args, opt):
+    """Stop at 1024 of 2048 steps, then resume: same end state, no repeated work."""
+    out = tmp_path / "run"
+    first = train(tiny_args(out, opt, 2048, 512, "--stop-after-steps", "1024"), log=print)
+    assert first.status == "stopped" and first.steps == 1024
+    ckpt = runstate.latest_checkpoint(out)
+    assert ckpt is not None and ckpt.step == 1024
+    assert _steps(out / "eval.csv") == [0, 512, 1024]
+    rows_before = _read(out / "eval.csv")
+
+    # The resumed model carries the checkpointed optimizer state and RNG, not fresh ones.
+    args = tiny_args(out, opt, 2048, 512)
+    run = _Run(args, settings_from_args(args)[0], out, log=lambda m: None)
+    run.build()
+    try:
+        with open(ckpt.path / "rng.pkl", "rb") as f:
+            assert torch.equal(torch.get_rng_state(), pickle.load(f)["torch"])
+        state = run.model.policy.optimizer.state
+        assert run.model.num_timesteps == 1024 and len(state) > 0
+    finally:
+        run.close()
+
+    # A crash after an evaluation but before its checkpoint leaves an extra row: dropped.
+    with open(out / "eval.csv", "a", newline="") as f:
+        csv.writer(f).writerow([1536, 999999.0, 0, 1, 2, 1.0, 1.0])
+
+    second = train(args, log=print)
+    assert second.status == "finished" and second.steps == 2048
+    assert second.steps_this_session == 1024  # only the missing half was trained
+    assert second.evals_this_session == 2  # steps 1536 and 2048; 0..1024 not re-evaluated
+    rows = _read(out / "eval.csv")
+    assert [int(r["step"]) for r in rows] == [0, 512, 1024, 1536, 2048]
+    assert rows[:3] == rows_before
+    assert all(float(r["mean_return"]) != 999999.0 for r in rows)
+
+    # Finished: a third call changes nothing.
+    mtime = (out / "eval.csv").stat().st_mtime_ns
+    third = train(args, log=print)
+    assert third.status == "skipped" and third.steps_this_session == 0
+    assert (out / "eval.csv").stat().st_mtime_ns == mtime
+
+
+def test_different_settings_in_same_directory_are_refused(tmp_path, tiny_args):
+    out = tmp_path / "run"
+    train(tiny_args(out, "adam", 512, 512), log=lambda m: None)
+    before = (out / "eval.csv").read_bytes()
+    with pytest.raises(runstate.RunConflictError, match="different settings"):
+        train(tiny_args(out, "adam", 1024, 512), log=lambda m: None)
+    with pytest.raises(runstate.RunConflictError, match="optimizer"):
+        train(tiny_args(out, "adan", 512, 512), log=lambda m: None)
+    assert (out / "eval.csv").read_bytes() == before
