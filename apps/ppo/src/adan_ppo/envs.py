@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.monitor import Monitor
@@ -25,6 +27,17 @@ MUJOCO_V5 = (
     "Swimmer-v5",
     "Walker2d-v5",
 )
+
+
+def _mujoco_warning(message: str) -> None:
+    # gymnasium's v5 XML models use the 'settotalmass' attribute that MuJoCo >= 3.x deprecates;
+    # MuJoCo's default handler prints it and appends it to MUJOCO_LOG.TXT in the working
+    # directory for every env created. Drop that one; pass every other warning on.
+    if "settotalmass" not in message:
+        warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
+
+
+mujoco.set_mju_user_warning(_mujoco_warning)
 
 
 def check_env_id(env_id: str) -> None:

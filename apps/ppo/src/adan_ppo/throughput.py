@@ -37,14 +37,30 @@ def _timed(obj, name: str, totals: dict, key: str) -> None:
     setattr(obj, name, wrapper)
 
 
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``"adan:foreach=True,fused=False"`` -> ``("adan", {"foreach": True, "fused": False})``."""
+    name, _, rest = text.partition(":")
+    extra = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"bad optimizer option {item!r} in {text!r}; use key=value")
+        extra[key] = {"True": True, "False": False, "None": None}.get(value, value)
+        if isinstance(extra[key], str):
+            extra[key] = float(value)
+    return name, extra
+
+
 def measure(env_id: str, opt: str, steps: int, seed: int) -> dict:
-    """One training run of ``steps`` env steps; returns rates and the time split."""
+    """Warm up one update (compiles where the optimizer compiles), then time ``steps`` steps."""
     from adan_core.optim_factory import add_optimizer_args
 
+    name, extra = parse_variant(opt)
     parser = argparse.ArgumentParser()
     add_optimizer_args(parser)
-    args = parser.parse_args(["--opt", opt, "--lr", str(PAPER_LR)])
+    args = parser.parse_args(["--opt", name, "--lr", str(PAPER_LR)])
     cls, kwargs, _ = sb3_optimizer(args)
+    kwargs.update(extra)
     s = PRESETS["paper"]
     env = make_train_env(env_id, s)
     model = PPO(
@@ -71,6 +87,9 @@ def measure(env_id: str, opt: str, steps: int, seed: int) -> dict:
             optimizer_kwargs=kwargs,
         ),
     )
+    t0 = time.perf_counter()
+    model.learn(s.rollout_size)  # warm-up: first rollout and update, incl. any compilation
+    warmup = time.perf_counter() - t0
     totals = dict.fromkeys(
         ("collect", "collect_calls", "update", "update_calls", "opt_step", "opt_step_calls"), 0.0
     )
@@ -78,14 +97,16 @@ def measure(env_id: str, opt: str, steps: int, seed: int) -> dict:
     _timed(model, "train", totals, "update")
     _timed(model.policy.optimizer, "step", totals, "opt_step")
     t0 = time.perf_counter()
-    model.learn(steps)
+    model.learn(steps, reset_num_timesteps=False)
     wall = time.perf_counter() - t0
+    timed_steps = int(model.num_timesteps) - s.rollout_size
     env.close()
     return {
         "opt": opt,
-        "steps": int(model.num_timesteps),
+        "steps": timed_steps,
+        "warmup_s": warmup,
         "wall_s": wall,
-        "steps_per_s": model.num_timesteps / wall,
+        "steps_per_s": timed_steps / wall,
         "collect_s": totals["collect"],
         "update_s": totals["update"],
         "opt_step_s": totals["opt_step"],
@@ -101,7 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--env", default="HalfCheetah-v5", help="gymnasium task id")
-    p.add_argument("--opts", nargs="+", default=["adam", "adan"], help="optimizers to compare")
+    p.add_argument(
+        "--opts",
+        nargs="+",
+        default=["adam", "adan"],
+        help="optimizers to compare; NAME:key=value,... passes extra optimizer options, e.g. "
+        "adan:foreach=True. The first is the baseline of the printed ratios",
+    )
     p.add_argument("--steps", type=int, default=61_440, help="env steps per measurement")
     p.add_argument("--repeats", type=int, default=3, help="alternating rounds per optimizer")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -119,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             m = measure(args.env, opt, args.steps, seed=r + 1)
             results.append(m)
             print(
-                f"round {r + 1} {opt:>6}: {m['steps_per_s']:7.0f} steps/s | collect "
+                f"round {r + 1} {opt}: {m['steps_per_s']:7.0f} steps/s | warm-up "
+                f"{m['warmup_s']:.1f}s | collect "
                 f"{m['collect_s']:.1f}s, update {m['update_s']:.1f}s (optimizer.step "
                 f"{m['opt_step_s']:.1f}s, {m['opt_step_us']:.0f} us/call)",
                 flush=True,
@@ -133,7 +161,14 @@ def main(argv: list[str] | None = None) -> int:
         mine = [m for m in results if m["opt"] == opt]
         med[opt] = {
             k: statistics.median(m[k] for m in mine)
-            for k in ("steps_per_s", "collect_s", "update_s", "opt_step_s", "opt_step_us")
+            for k in (
+                "steps_per_s",
+                "warmup_s",
+                "collect_s",
+                "update_s",
+                "opt_step_s",
+                "opt_step_us",
+            )
         }
         print(
             f"  {opt:>6}: {med[opt]['steps_per_s']:7.0f} steps/s, update "
