@@ -203,8 +203,20 @@ class Adan(Optimizer):
 
     restart_opt = restart  # the official name
 
-    def _init_group(self, group: dict[str, Any]) -> list[list[Tensor]]:
-        lists: list[list[Tensor]] = [[] for _ in range(7)]
+    def _init_group(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        exp_avgs: list[Tensor],
+        exp_avg_sqs: list[Tensor],
+        exp_avg_diffs: list[Tensor],
+        neg_pre_grads: list[Tensor],
+        state_steps: list[Tensor],
+    ) -> bool:
+        """Create missing state lazily and fill the lists (torch.optim's convention, which
+        torch.compile relies on: it runs this method eagerly while tracing ``step``)."""
+        lists = (params, grads, exp_avgs, exp_avg_sqs, exp_avg_diffs, neg_pre_grads, state_steps)
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -236,7 +248,7 @@ class Adan(Optimizer):
                  state["neg_pre_grad"], state["step"]),
             ):
                 out.append(t)
-        return lists
+        return False  # no complex params: they are refused above
 
     def _choose_impl(self, group: dict[str, Any], params: list[Tensor]) -> str:
         """The implementation for this group, decided now from what can actually run here."""
@@ -281,7 +293,11 @@ class Adan(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        per_group = [self._init_group(group) for group in self.param_groups]
+        per_group = []
+        for group in self.param_groups:
+            lists: list[list[Tensor]] = [[] for _ in range(7)]
+            self._init_group(group, *lists)
+            per_group.append(lists)
         all_grads = [g for lists in per_group for g in lists[1]]
         if not all_grads:
             return loss
