@@ -29,7 +29,9 @@ def path_params(*names):
     for name in names:
         marks = []
         if name == "fused" and not HAS_TRITON:
-            marks.append(pytest.mark.skip(reason="triton is not installed: fused path not testable"))
+            marks.append(
+                pytest.mark.skip(reason="triton is not installed: fused path not testable")
+            )
         out.append(pytest.param(name, marks=marks, id=name))
     return out
 

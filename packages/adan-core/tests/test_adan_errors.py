@@ -42,8 +42,10 @@ def test_invalid_value_in_a_later_group_is_named():
 
 def test_groups_with_different_max_grad_norm_are_refused():
     with pytest.raises(ValueError, match="max_grad_norm is optimizer-wide"):
-        Adan([{"params": [_param()]}, {"params": [_param()], "max_grad_norm": 2.0}],
-             max_grad_norm=1.0)
+        Adan(
+            [{"params": [_param()]}, {"params": [_param()], "max_grad_norm": 2.0}],
+            max_grad_norm=1.0,
+        )
 
 
 def test_paper_convention_betas_warn():
@@ -77,8 +79,11 @@ def test_differentiable_is_refused():
 def test_fused_without_a_backend_says_why_and_what_to_do(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     assert not triton_adan.interpreter_enabled()
-    with pytest.raises(RuntimeError, match=r"fused=True\) cannot run: .*CUDA.*TRITON_INTERPRET=1.*"
-                                           r"fused=None \(automatic\) or foreach=True"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"fused=True\) cannot run: .*CUDA.*TRITON_INTERPRET=1.*"
+        r"fused=None \(automatic\) or foreach=True",
+    ):
         Adan([_param()], fused=True)
 
 
@@ -97,5 +102,18 @@ def test_unknown_implementation_name_in_functional_api():
 
     t = [torch.zeros(2)]
     with pytest.raises(ValueError, match="unknown Adan implementation 'cuda'"):
-        adan(t, t, t, t, t, t, [torch.zeros(())], lr=0.1, betas=(0.9, 0.9, 0.9), eps=1e-8,
-             weight_decay=0.0, no_prox=False, impl="cuda")
+        adan(
+            t,
+            t,
+            t,
+            t,
+            t,
+            t,
+            [torch.zeros(())],
+            lr=0.1,
+            betas=(0.9, 0.9, 0.9),
+            eps=1e-8,
+            weight_decay=0.0,
+            no_prox=False,
+            impl="cuda",
+        )

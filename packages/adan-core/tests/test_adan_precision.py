@@ -1,4 +1,4 @@
-"""Low precision and AMP: fp32 math for bf16/fp16 storage, GradScaler contract, fp16 norm overflow."""
+"""Low precision and AMP: fp32 math on bf16/fp16 storage, the GradScaler contract, fp16 norms."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ def test_low_precision_params_follow_the_reference(path, dtype):
     for _ in range(10):
         for p in params:
             p.grad = torch.randn(p.shape, generator=gen).to(dtype)
-        ref = ReferenceAdan([p.detach() for p in params], [([0, 1], hp(lr=1e-2, wd=0.02))],
-                            max_grad_norm=3.0)
+        ref = ReferenceAdan(
+            [p.detach() for p in params], [([0, 1], hp(lr=1e-2, wd=0.02))], max_grad_norm=3.0
+        )
         for i, p in enumerate(params):  # the reference restarts from the stored state
             st = opt.state.get(p)
             if st:
@@ -35,8 +36,9 @@ def test_low_precision_params_follow_the_reference(path, dtype):
         for i, p in enumerate(params):
             assert p.dtype == dtype and opt.state[p]["exp_avg"].dtype == dtype
             torch.testing.assert_close(p.detach().double(), ref.p[i], rtol=ULP[dtype], atol=1e-3)
-            torch.testing.assert_close(opt.state[p]["exp_avg"].double(), ref.m[i],
-                                       rtol=ULP[dtype], atol=1e-4)
+            torch.testing.assert_close(
+                opt.state[p]["exp_avg"].double(), ref.m[i], rtol=ULP[dtype], atol=1e-4
+            )
 
 
 def _scaled_setup(path, dtype, max_grad_norm):
@@ -79,7 +81,7 @@ def test_grad_scaler_skips_inf_step_without_touching_state(path, dtype):
 
 @pytest.mark.parametrize("path", path_params())
 def test_grad_scaler_step_equals_unscaled_step(path):
-    """The scaled gradients are unscaled inside the update, and the clip norm is the unscaled one."""
+    """Scaled gradients are unscaled inside the update, and the clip norm is the unscaled one."""
     model, opt, scaler = _scaled_setup(path, torch.float32, max_grad_norm=0.05)
     ref_model, ref_opt, _ = _scaled_setup("foreach", torch.float32, max_grad_norm=0.05)
     for seed in range(3):

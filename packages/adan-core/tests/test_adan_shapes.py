@@ -1,4 +1,4 @@
-"""Shapes and layouts that break naive kernels: tails, offsets, strides, many tensors, mixed dtypes."""
+"""Shapes and layouts that break naive kernels: tails, offsets, strides, tensor counts, dtypes."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ TOL = dict(rtol=2e-5, atol=2e-6)
 def _check_against_reference(params, path, steps=STEPS, lr=1e-2, wd=0.02, **extra):
     gen = torch.Generator().manual_seed(1)
     opt = Adan(params, lr=lr, weight_decay=wd, **PATH_FLAGS[path], **extra)
-    ref = ReferenceAdan([p.detach() for p in params], [(list(range(len(params))), hp(lr=lr, wd=wd))])
+    ref = ReferenceAdan(
+        [p.detach() for p in params], [(list(range(len(params))), hp(lr=lr, wd=wd))]
+    )
     for _ in range(steps):
         grads = [torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in params]
         for p, g in zip(params, grads):
@@ -56,9 +58,7 @@ def test_non_contiguous_and_channels_last(path):
     strided = torch.nn.Parameter(base[:, ::3])  # not dense
     transposed = torch.nn.Parameter(torch.randn(70, 300).t())  # dense, permuted, > SMALL_NUMEL
     conv = torch.nn.Parameter(torch.randn(8, 3, 5, 5).to(memory_format=torch.channels_last))
-    big_conv = torch.nn.Parameter(
-        torch.randn(64, 32, 6, 6).to(memory_format=torch.channels_last)
-    )
+    big_conv = torch.nn.Parameter(torch.randn(64, 32, 6, 6).to(memory_format=torch.channels_last))
     params = [strided, transposed, conv, big_conv]
     _check_against_reference(params, path)
     assert conv.is_contiguous(memory_format=torch.channels_last)
@@ -84,7 +84,7 @@ def test_more_tensors_than_one_launch(monkeypatch):
 
 @pytest.mark.parametrize("path", path_params("fused", "cpu_fused", "foreach", "single"))
 def test_mixed_dtypes_in_one_group(path):
-    """Each dtype is grouped, never reinterpreted (pitfall #3): compare each with its own reference."""
+    """Each dtype is grouped, never reinterpreted (pitfall #3): each matches its own reference."""
     gen = torch.Generator().manual_seed(3)
     dtypes = [torch.float32, torch.bfloat16, torch.float16, torch.float32, torch.bfloat16]
     params = [torch.nn.Parameter(torch.randn(97, generator=gen).to(dt)) for dt in dtypes]
@@ -101,12 +101,14 @@ def test_mixed_dtypes_in_one_group(path):
             torch.testing.assert_close(p.detach().double(), ref.p[i], rtol=ulp, atol=ulp)
             ref.p[i] = p.detach().double().clone()
             for key, ref_state in (("exp_avg", ref.m), ("exp_avg_diff", ref.d)):
-                torch.testing.assert_close(opt.state[p][key].double(), ref_state[i],
-                                           rtol=ulp, atol=ulp * 0.1)
+                torch.testing.assert_close(
+                    opt.state[p][key].double(), ref_state[i], rtol=ulp, atol=ulp * 0.1
+                )
                 ref_state[i] = opt.state[p][key].double().clone()
             for key, ref_state in (("exp_avg_sq", ref.n),):
-                torch.testing.assert_close(opt.state[p][key].double(), ref_state[i],
-                                           rtol=ulp * 2, atol=1e-6)
+                torch.testing.assert_close(
+                    opt.state[p][key].double(), ref_state[i], rtol=ulp * 2, atol=1e-6
+                )
                 ref_state[i] = opt.state[p][key].double().clone()
 
 

@@ -17,7 +17,7 @@ P3_WD0 = torch.tensor([0.7017664462, -1.7005537510, 0.2017664491], dtype=torch.f
 
 
 def _set_grad(p):
-    p.grad = (A.to(p.dtype) * p.detach() + B.to(p.dtype))
+    p.grad = A.to(p.dtype) * p.detach() + B.to(p.dtype)
 
 
 @pytest.mark.parametrize("path", path_params())
@@ -107,8 +107,18 @@ OFFICIAL_STATE_2 = dict(
 
 def _official_state_dict(layout="current", fused=False):
     state = {k: torch.tensor(v, dtype=torch.float64) for k, v in OFFICIAL_STATE_2.items()}
-    group = dict(lr=0.1, betas=(0.98, 0.92, 0.99), eps=1e-8, weight_decay=0.0,
-                 max_grad_norm=0.0, no_prox=False, foreach=True, fused=fused, step=2, params=[0])
+    group = dict(
+        lr=0.1,
+        betas=(0.98, 0.92, 0.99),
+        eps=1e-8,
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        no_prox=False,
+        foreach=True,
+        fused=fused,
+        step=2,
+        params=[0],
+    )
     if layout == "2022":
         state["pre_grad"] = -state.pop("neg_pre_grad")
         del group["foreach"], group["fused"]
@@ -153,8 +163,9 @@ def test_our_checkpoint_has_the_official_group_step():
     assert set(sd["state"][0]) == {"exp_avg", "exp_avg_sq", "exp_avg_diff", "neg_pre_grad", "step"}
 
 
-@pytest.mark.parametrize("key,source", [("previous_grad", "kozistr"), ("prev_grad", "optimi"),
-                                        ("m", "lucidrains")])
+@pytest.mark.parametrize(
+    "key,source", [("previous_grad", "kozistr"), ("prev_grad", "optimi"), ("m", "lucidrains")]
+)
 def test_foreign_layouts_are_refused(key, source):
     p = torch.nn.Parameter(torch.randn(3))
     opt = Adan([p])

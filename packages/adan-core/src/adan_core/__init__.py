@@ -14,7 +14,7 @@ from .optim_factory import (
     optimizer_class_and_kwargs,
     register_optimizer,
 )
-from .win import AdamW_Win, Adam_Win, LAMB_Win, SGD_Win
+from .win import Adam_Win, AdamW_Win, LAMB_Win, SGD_Win
 
 __all__ = [
     "Adan",

@@ -84,7 +84,9 @@ def _coefficients(hp: AdanHyper, t: float, gmul: float) -> Tensor:
 class _SmallPack:
     """Flat buffers holding the states of many small tensors; the states are views into them."""
 
-    def __init__(self, params: Sequence[Tensor], grads: Sequence[Tensor], states: list[list[Tensor]]):
+    def __init__(
+        self, params: Sequence[Tensor], grads: Sequence[Tensor], states: list[list[Tensor]]
+    ):
         self.sizes = [p.numel() for p in params]
         total = sum(self.sizes)
         self.p_flat = torch.empty(total, dtype=params[0].dtype)
@@ -139,7 +141,9 @@ def ready(dtype_pairs: set[tuple[torch.dtype, torch.dtype]]) -> bool:
             ts = [torch.zeros(8, dtype=g_dtype if k in (1, 5) else p_dtype) for k in range(6)]
             _kernel()(*ts, _coefficients(AdanHyper(0.0, (0.9, 0.9, 0.9), 1e-8, 0.0, False), 1, 1.0))
         except Exception as err:  # noqa: BLE001 - any compiler failure means "use foreach"
-            _compile_failed = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            _compile_failed = (
+                f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            )
             warnings.warn(
                 f"adan_core: compiling the fast CPU kernel failed ({_compile_failed}); using the "
                 "foreach path instead. Install a C++ compiler (e.g. g++) for the fast CPU path.",

@@ -170,7 +170,7 @@ def fused_adan(
     grad_mul: Tensor | None,
     found_inf: Tensor | None,
 ) -> None:
-    """Run the fused kernel over one param group: one launch per (device, param dtype, grad dtype)."""
+    """Run the fused kernel over one param group: a launch per (device, param dtype, grad dtype)."""
     buckets: dict[tuple, list[int]] = {}
     for i, (p, g) in enumerate(zip(params, grads)):
         buckets.setdefault((p.device, p.dtype, g.dtype), []).append(i)
@@ -211,8 +211,15 @@ def _launch(ps, gs, ms, ns, ds, negs, steps, device, p_dtype, g_dtype, hp, grad_
             p, g, m, n, d, neg = (t.contiguous() for t in (p, g, m, n, d, neg))
             write_back.append((originals, (p, m, n, d, neg)))
         rows.append(
-            (p.data_ptr(), g.data_ptr(), m.data_ptr(), n.data_ptr(), d.data_ptr(), neg.data_ptr(),
-             steps[i].data_ptr())
+            (
+                p.data_ptr(),
+                g.data_ptr(),
+                m.data_ptr(),
+                n.data_ptr(),
+                d.data_ptr(),
+                neg.data_ptr(),
+                steps[i].data_ptr(),
+            )
         )
         numels.append(p.numel())
     if rows:

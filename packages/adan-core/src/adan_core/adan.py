@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -36,7 +36,7 @@ _FOREIGN_LAYOUTS = {
 }
 
 
-def _fused_unavailable(device: torch.device) -> Optional[str]:
+def _fused_unavailable(device: torch.device) -> str | None:
     try:
         from ._triton_adan import unavailable_reason
     except ImportError as err:
@@ -105,16 +105,16 @@ class Adan(Optimizer):
 
     def __init__(
         self,
-        params: Iterable[Union[Tensor, dict[str, Any]]],
-        lr: Union[float, Tensor] = 1e-3,
+        params: Iterable[Tensor | dict[str, Any]],
+        lr: float | Tensor = 1e-3,
         betas: tuple[float, float, float] = (0.98, 0.92, 0.99),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         max_grad_norm: float = 0.0,
         no_prox: bool = False,
         *,
-        foreach: Optional[bool] = None,
-        fused: Optional[bool] = None,
+        foreach: bool | None = None,
+        fused: bool | None = None,
         capturable: bool = False,
         differentiable: bool = False,
         maximize: bool = False,
@@ -244,8 +244,15 @@ class Adan(Optimizer):
                 )
             for out, t in zip(
                 lists,
-                (p, grad, state["exp_avg"], state["exp_avg_sq"], state["exp_avg_diff"],
-                 state["neg_pre_grad"], state["step"]),
+                (
+                    p,
+                    grad,
+                    state["exp_avg"],
+                    state["exp_avg_sq"],
+                    state["exp_avg_diff"],
+                    state["neg_pre_grad"],
+                    state["step"],
+                ),
             ):
                 out.append(t)
         return False  # no complex params: they are refused above
@@ -282,7 +289,7 @@ class Adan(Optimizer):
             warnings.warn(f"adan_core.Adan: {message}", RuntimeWarning, stacklevel=4)
 
     @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Perform one optimization step. ``closure`` re-evaluates the model and returns the loss.
 
         Under ``torch.amp.GradScaler``, the scaler sets ``grad_scale`` and ``found_inf`` on the
@@ -302,8 +309,8 @@ class Adan(Optimizer):
         if not all_grads:
             return loss
 
-        grad_scale: Optional[Tensor] = getattr(self, "grad_scale", None)
-        found_inf: Optional[Tensor] = getattr(self, "found_inf", None)
+        grad_scale: Tensor | None = getattr(self, "grad_scale", None)
+        found_inf: Tensor | None = getattr(self, "found_inf", None)
         grad_mul = self._grad_multiplier(all_grads, grad_scale)
 
         for group, lists in zip(self.param_groups, per_group):
@@ -338,8 +345,14 @@ class Adan(Optimizer):
 
                 _cpu_fused.cpu_fused_adan(
                     *lists[:7],
-                    AdanHyper(lr, group["betas"], group["eps"], group["weight_decay"],
-                              group["no_prox"], group["maximize"]),
+                    AdanHyper(
+                        lr,
+                        group["betas"],
+                        group["eps"],
+                        group["weight_decay"],
+                        group["no_prox"],
+                        group["maximize"],
+                    ),
                     mul,
                     cache=self._packs,
                 )
@@ -359,7 +372,7 @@ class Adan(Optimizer):
             steps.append(st["step"])
         return steps
 
-    def _grad_multiplier(self, grads: list[Tensor], grad_scale: Optional[Tensor]) -> Optional[Tensor]:
+    def _grad_multiplier(self, grads: list[Tensor], grad_scale: Tensor | None) -> Tensor | None:
         """Clip factor divided by the AMP scale, as a device tensor (None when both are absent)."""
         max_norms = {group["max_grad_norm"] for group in self.param_groups}
         if len(max_norms) > 1:

@@ -1,7 +1,7 @@
 """Adan's update as functions over lists of tensors: one math, several implementations.
 
-All implementations compute ADAN.md §4 in the code beta convention, per parameter ``i`` at its own step
-``t_i`` (already incremented by the caller's implementation, see ``adan``)::
+All implementations compute ADAN.md §4 in the code beta convention, per parameter ``i`` at its
+own step ``t_i`` (incremented by each implementation)::
 
     g     = grad_mul * grad                      (grad_mul: clip factor / AMP scale, 1 if absent)
     delta = g + neg_pre_grad, or 0 when t == 1
@@ -30,7 +30,7 @@ from torch import Tensor
 
 __all__ = ["adan", "AdanHyper"]
 
-Scalar = Union[float, Tensor]
+Scalar = Union[float, Tensor]  # noqa: UP007 - a runtime alias must work on Python 3.9
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -56,7 +56,7 @@ class AdanHyper:
         self.maximize = bool(maximize)
 
 
-def _step_value(step: Tensor) -> Union[float, Tensor]:
+def _step_value(step: Tensor) -> float | Tensor:
     """A CPU step read as a float in eager mode (free, and exact fp64 bias corrections follow).
     A step on an accelerator, or any step while compiling, stays a tensor: no host sync."""
     if step.device.type == "cpu" and not torch.compiler.is_compiling():
@@ -124,7 +124,7 @@ def _foreach_adan(
     hp: AdanHyper,
     grad_mul: Tensor | None,
 ) -> None:
-    """``torch._foreach_*`` path, grouped by (device, dtype); no host sync when steps live on device.
+    """``torch._foreach_*`` path, grouped by (device, dtype); no host sync if steps are on device.
 
     Param-sized temporaries: the denominator, and the scaled gradient when clipping, maximize or a
     low-precision dtype needs one. The previous-gradient buffer doubles as scratch for delta and the
@@ -133,19 +133,9 @@ def _foreach_adan(
     buckets: dict[tuple, list[int]] = defaultdict(list)
     for i, (p, g) in enumerate(zip(params, grads)):
         buckets[(p.device, p.dtype, g.dtype)].append(i)
+    lists = (params, grads, exp_avgs, exp_avg_sqs, exp_avg_diffs, neg_pre_grads, state_steps)
     for idx in buckets.values():
-        sel = lambda seq: [seq[i] for i in idx]  # noqa: E731
-        _foreach_adan_bucket(
-            sel(params),
-            sel(grads),
-            sel(exp_avgs),
-            sel(exp_avg_sqs),
-            sel(exp_avg_diffs),
-            sel(neg_pre_grads),
-            sel(state_steps),
-            hp,
-            grad_mul,
-        )
+        _foreach_adan_bucket(*([seq[i] for i in idx] for seq in lists), hp, grad_mul)
 
 
 def _foreach_adan_bucket(params, grads, m, n, d, neg, steps, hp: AdanHyper, grad_mul) -> None:
@@ -156,12 +146,16 @@ def _foreach_adan_bucket(params, grads, m, n, d, neg, steps, hp: AdanHyper, grad
     on_host = on_host and not torch.compiler.is_compiling()
 
     low = params[0].dtype in _LOW_PRECISION or grads[0].dtype in _LOW_PRECISION
-    p_w, m_w, n_w, d_w, neg_w = (_opmath(x) for x in (params, m, n, d, neg)) if low else (
-        params,
-        m,
-        n,
-        d,
-        neg,
+    p_w, m_w, n_w, d_w, neg_w = (
+        (_opmath(x) for x in (params, m, n, d, neg))
+        if low
+        else (
+            params,
+            m,
+            n,
+            d,
+            neg,
+        )
     )
     g = _opmath(grads) if low else list(grads)
     if grad_mul is not None or hp.maximize:
@@ -279,7 +273,15 @@ def adan(
         from ._cpu_fused import cpu_fused_adan
 
         cpu_fused_adan(
-            params, grads, exp_avgs, exp_avg_sqs, exp_avg_diffs, neg_pre_grads, state_steps, hp, grad_mul
+            params,
+            grads,
+            exp_avgs,
+            exp_avg_sqs,
+            exp_avg_diffs,
+            neg_pre_grads,
+            state_steps,
+            hp,
+            grad_mul,
         )
         return
     try:
@@ -289,4 +291,14 @@ def adan(
             f"unknown Adan implementation {impl!r}; choose one of "
             f"{sorted([*_IMPLS, 'fused', 'cpu_fused'])}"
         ) from None
-    fn(params, grads, exp_avgs, exp_avg_sqs, exp_avg_diffs, neg_pre_grads, state_steps, hp, grad_mul)
+    fn(
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        exp_avg_diffs,
+        neg_pre_grads,
+        state_steps,
+        hp,
+        grad_mul,
+    )
