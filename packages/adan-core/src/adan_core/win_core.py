@@ -125,7 +125,8 @@ def win_reckless_update_(
 
     if foreach:
         torch._foreach_add_(xs, updates, alpha=-lr)
-        torch._foreach_div_(xs, x_den)
+        if x_den != 1.0:  # skip a full pass when there is no decay (or lr = 0); /1 is exact
+            torch._foreach_div_(xs, x_den)
         torch._foreach_add_(y_seq, xs, alpha=gamma1)
         torch._foreach_add_(y_seq, updates, alpha=-gamma1 * lr)
         torch._foreach_div_(y_seq, y_den)
@@ -137,7 +138,9 @@ def win_reckless_update_(
         return
 
     for i, (p, x, u) in enumerate(zip(params, xs, updates)):
-        x.add_(u, alpha=-lr).div_(x_den)
+        x.add_(u, alpha=-lr)
+        if x_den != 1.0:
+            x.div_(x_den)
         y = y_seq[i]
         y.add_(x, alpha=gamma1).add_(u, alpha=-gamma1 * lr).div_(y_den)
         if mode == "win2":
