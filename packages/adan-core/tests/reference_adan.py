@@ -13,9 +13,21 @@ import torch
 
 
 class ReferenceAdan:
-    def __init__(self, params, groups, max_grad_norm=0.0, clip_eps=1e-8, maximize=False):
+    def __init__(
+        self,
+        params,
+        groups,
+        max_grad_norm=0.0,
+        clip_eps=1e-8,
+        maximize=False,
+        mode="none",
+        gammas=(2.0, 8.0),
+    ):
         """params: list of fp64 tensors; groups: list of (param indices, dict(lr, betas, eps, wd,
-        no_prox))."""
+        no_prox)); mode: "none", or Win acceleration "win"/"win2" per WIN.md §7."""
+        self.mode, self.gammas = mode, gammas
+        self.x = [t.detach().double().clone() for t in params]
+        self.y = [t.detach().double().clone() for t in params]
         self.p = [t.detach().double().clone() for t in params]
         self.groups = groups
         self.C = max_grad_norm
@@ -54,11 +66,24 @@ class ReferenceAdan:
                 d_hat = self.d[i] / (1 - b2**t)
                 n_hat = self.n[i] / (1 - b3**t)
                 step_dir = (m_hat + b2 * d_hat) / (n_hat.sqrt() + eps)
-                if hp["no_prox"]:
+                if self.mode != "none":
+                    self._win(i, step_dir, lr, wd)
+                elif hp["no_prox"]:
                     self.p[i] = self.p[i] * (1 - lr * wd) - lr * step_dir
                 else:
                     self.p[i] = (self.p[i] - lr * step_dir) / (1 + lr * wd)
                 self.prev[i] = g.clone()
+
+    def _win(self, i, u, lr, wd):
+        """WIN.md §7: x is Adan's proximal step; p (and y) are the reckless sequences."""
+        g1, g2 = self.gammas
+        self.x[i] = (self.x[i] - lr * u) / (1 + lr * wd)
+        if self.mode == "win":
+            self.p[i] = (self.p[i] + g1 * self.x[i] - g1 * lr * u) / (1 + g1 + g1 * lr * wd)
+            return
+        self.y[i] = (self.y[i] + g1 * self.x[i] - g1 * lr * u) / (1 + g1 + g1 * lr * wd)
+        numerator = self.p[i] + g2 * self.x[i] + (g2 / g1) * self.y[i] - g2 * lr * u
+        self.p[i] = numerator / (1 + g2 + g2 / g1 + g2 * lr * wd)
 
     def restart(self):
         for i in range(len(self.p)):

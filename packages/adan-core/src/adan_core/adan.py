@@ -13,7 +13,8 @@ from torch.optim import Optimizer
 
 from . import _cpu_fused
 from .clip import clip_factor, global_grad_norm
-from .functional import adan
+from .functional import AdanHyper, adan
+from .win_core import check_acceleration_mode, check_reckless_steps, win_reckless_lines_
 
 __all__ = ["Adan"]
 
@@ -26,6 +27,8 @@ _GROUP_FLAG_DEFAULTS: dict[str, Any] = {
     "capturable": False,
     "differentiable": False,
     "maximize": False,
+    "acceleration_mode": "none",
+    "reckless_steps": (2.0, 8.0),
 }
 # Per-parameter state layouts written by other Adan implementations that cannot be loaded as is.
 _FOREIGN_LAYOUTS = {
@@ -93,6 +96,12 @@ class Adan(Optimizer):
         sharded: True when each rank's optimizer owns a disjoint shard of the parameters
             (``ZeroRedundancyOptimizer``); the clipping norm is then all-reduced across the
             default process group. DTensor (FSDP2) parameters are detected automatically.
+        acceleration_mode: ``"none"`` (plain Adan, default), or **experimental** Win acceleration
+            ``"win"`` / ``"win2"`` (WIN.md §7; our composition, not the authors'): Adan's
+            proximal step moves a conservative copy ``x`` of each parameter, and the parameter
+            itself follows the reckless sequence(s). Needs fp32/fp64 params and ``no_prox=False``;
+            keeps one (win) or two (win2) extra param-sized buffers.
+        reckless_steps: ``(gamma1, gamma2)`` of the Win modes, both > 0.
 
     State per parameter (official names, so official checkpoints load): ``exp_avg``,
     ``exp_avg_sq``, ``exp_avg_diff``, ``neg_pre_grad`` and ``step`` (a 0-d fp32 tensor). Unlike the
@@ -119,6 +128,8 @@ class Adan(Optimizer):
         differentiable: bool = False,
         maximize: bool = False,
         sharded: bool = False,
+        acceleration_mode: str = "none",
+        reckless_steps: tuple[float, float] = (2.0, 8.0),
     ) -> None:
         if differentiable:
             raise NotImplementedError(
@@ -138,6 +149,8 @@ class Adan(Optimizer):
             capturable=capturable,
             differentiable=differentiable,
             maximize=maximize,
+            acceleration_mode=acceleration_mode,
+            reckless_steps=tuple(reckless_steps),
         )
         _validate(defaults)
         self.sharded = sharded
@@ -189,7 +202,7 @@ class Adan(Optimizer):
 
         The next step is then a first step again (delta = 0, full bias correction), which equals the
         paper's re-initialisation ``m = g, v = 0, n = g**2`` at the current point. Call it from the
-        training loop whenever your restart condition holds.
+        training loop whenever your restart condition holds. Win modes keep ``x`` (and ``y``).
         """
         for group in self.param_groups:
             group["step"] = 0
@@ -231,6 +244,14 @@ class Adan(Optimizer):
                     "Adan does not support complex parameters; optimize torch.view_as_real(p) "
                     "as a real parameter instead"
                 )
+            if group["acceleration_mode"] != "none" and p.dtype not in (
+                torch.float32,
+                torch.float64,
+            ):
+                raise TypeError(
+                    f"acceleration_mode={group['acceleration_mode']!r} needs fp32 or fp64 params, "
+                    f"got {p.dtype}; keep fp32 master weights (e.g. torch.autocast) for Win modes"
+                )
             state = self.state[p]
             if "exp_avg" not in state:
                 on_device = group["capturable"] or group["fused"] or _local(p).device.type == "cuda"
@@ -242,6 +263,9 @@ class Adan(Optimizer):
                 state["neg_pre_grad"] = torch.zeros_like(
                     p, dtype=grad.dtype, memory_format=torch.preserve_format
                 )
+            for key in {"none": (), "win": ("x",), "win2": ("x", "y")}[group["acceleration_mode"]]:
+                if key not in state:
+                    state[key] = p.detach().clone(memory_format=torch.preserve_format)
             for out, t in zip(
                 lists,
                 (
@@ -317,48 +341,97 @@ class Adan(Optimizer):
             if not lists[0]:
                 continue
             lists = [[_local(t) for t in seq] for seq in lists[:6]] + [lists[6]]
-            impl = self._choose_impl(group, lists[0])
-            if impl == "cpu_fused":
-                pairs = {(p.dtype, g.dtype) for p, g in zip(lists[0], lists[1])}
-                if not _cpu_fused.ready(pairs):
-                    impl = "foreach"
-            device = lists[0][0].device
-            if impl == "fused":
-                lists[6] = self._steps_on(group, device)
-            mul = grad_mul.to(device, non_blocking=True) if grad_mul is not None else None
-            lr = group["lr"]
-            if isinstance(lr, Tensor) and impl in ("fused", "foreach"):
-                lr = lr.to(device, non_blocking=True)
-            kwargs = dict(
-                lr=lr,
-                betas=group["betas"],
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                no_prox=group["no_prox"],
-                maximize=group["maximize"],
-                grad_mul=mul,
-            )
-            if impl == "cpu_fused":
-                if found_inf is not None and bool(found_inf.item()):
-                    continue
-                from .functional import AdanHyper
-
-                _cpu_fused.cpu_fused_adan(
-                    *lists[:7],
-                    AdanHyper(
-                        lr,
-                        group["betas"],
-                        group["eps"],
-                        group["weight_decay"],
-                        group["no_prox"],
-                        group["maximize"],
-                    ),
-                    mul,
-                    cache=self._packs,
-                )
+            if group["acceleration_mode"] == "none":
+                self._adan_update(group, lists, grad_mul, found_inf)
             else:
-                adan(*lists, **kwargs, found_inf=found_inf, impl=impl)
+                self._win_update(group, lists, grad_mul, found_inf)
         return loss
+
+    def _adan_update(
+        self,
+        group: dict[str, Any],
+        lists: list[list[Tensor]],
+        grad_mul: Tensor | None,
+        found_inf: Tensor | None,
+    ) -> None:
+        """One Adan step of a group's tensors with the implementation chosen for them."""
+        impl = self._choose_impl(group, lists[0])
+        if impl == "cpu_fused":
+            pairs = {(p.dtype, g.dtype) for p, g in zip(lists[0], lists[1])}
+            if not _cpu_fused.ready(pairs):
+                impl = "foreach"
+        device = lists[0][0].device
+        if impl == "fused":
+            lists[6] = self._steps_on(group, device)
+        mul = grad_mul.to(device, non_blocking=True) if grad_mul is not None else None
+        lr = group["lr"]
+        if isinstance(lr, Tensor) and impl in ("fused", "foreach"):
+            lr = lr.to(device, non_blocking=True)
+        if impl == "cpu_fused":
+            if found_inf is not None and bool(found_inf.item()):
+                return
+            hp = AdanHyper(
+                lr,
+                group["betas"],
+                group["eps"],
+                group["weight_decay"],
+                group["no_prox"],
+                group["maximize"],
+            )
+            _cpu_fused.cpu_fused_adan(*lists[:7], hp, mul, cache=self._packs)
+            return
+        adan(
+            *lists,
+            lr=lr,
+            betas=group["betas"],
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            no_prox=group["no_prox"],
+            maximize=group["maximize"],
+            grad_mul=mul,
+            found_inf=found_inf,
+            impl=impl,
+        )
+
+    def _win_update(
+        self,
+        group: dict[str, Any],
+        lists: list[list[Tensor]],
+        grad_mul: Tensor | None,
+        found_inf: Tensor | None,
+    ) -> None:
+        """Experimental Adan + Win (WIN.md §7): Adan's proximal step moves the conservative
+        sequence x with the gradient taken at p; then p (and y) follow the reckless lines.
+
+        The Adan kernels return the new x rather than the direction, so lr*u is recovered as
+        ``x_old - (1 + lr*wd) * x_new``; this is why the Win modes need fp32/fp64 params.
+        """
+        if found_inf is not None and bool(found_inf.item()):
+            return  # AMP skipped this step (the experimental path syncs here)
+        mode = group["acceleration_mode"]
+        with_grad = [p for p in group["params"] if p.grad is not None]
+        xs = [_local(self.state[p]["x"]) for p in with_grad]
+        ys = [_local(self.state[p]["y"]) for p in with_grad] if mode == "win2" else None
+        lr = float(group["lr"])
+        wd = group["weight_decay"]
+        lr_u = [x.clone() for x in xs]
+        self._adan_update(group, [xs, *lists[1:]], grad_mul, found_inf=None)
+        torch._foreach_add_(lr_u, xs, alpha=-(1.0 + lr * wd))
+        buckets: dict[tuple, list[int]] = {}
+        for i, p in enumerate(lists[0]):
+            buckets.setdefault((p.device, p.dtype), []).append(i)
+        for idx in buckets.values():
+            win_reckless_lines_(
+                [lists[0][i] for i in idx],
+                [xs[i] for i in idx],
+                [ys[i] for i in idx] if ys is not None else None,
+                [lr_u[i] for i in idx],
+                lr=lr,
+                update_scale=1.0,
+                weight_decay=wd,
+                reckless_steps=group["reckless_steps"],
+                mode=mode,
+            )
 
     def _steps_on(self, group: dict[str, Any], device: torch.device) -> list[Tensor]:
         """Per-parameter steps moved (once) to ``device``, where the fused kernel reads them."""
@@ -421,6 +494,13 @@ def _validate(hp: dict[str, Any]) -> None:
             UserWarning,
             stacklevel=4,
         )
+    mode = check_acceleration_mode(hp.get("acceleration_mode", "none"))
+    check_reckless_steps(hp.get("reckless_steps", (2.0, 8.0)))
+    if mode != "none" and hp["no_prox"]:
+        raise ValueError(
+            f"acceleration_mode={mode!r} needs no_prox=False: Win's sequences are proximal steps "
+            "and AdamW-style decay has no Win counterpart"
+        )
     for name in ("eps", "weight_decay", "max_grad_norm"):
         value = hp[name]
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0.0):
@@ -463,4 +543,11 @@ def _migrate_checkpoint(optimizer: Optimizer, state_dict: dict[str, Any]) -> dic
     for g in groups:
         for key, value in _GROUP_FLAG_DEFAULTS.items():
             g.setdefault(key, value)
+    for current, saved in zip(optimizer.param_groups, groups):
+        if current.get("acceleration_mode", "none") != saved["acceleration_mode"]:
+            raise ValueError(
+                f"this checkpoint was saved with acceleration_mode={saved['acceleration_mode']!r} "
+                f"but the optimizer uses {current.get('acceleration_mode', 'none')!r}; the state "
+                "differs (x/y buffers), so construct the optimizer with the checkpoint's mode"
+            )
     return {**state_dict, "state": state, "param_groups": groups}

@@ -25,6 +25,7 @@ __all__ = [
     "check_reckless_steps",
     "win_state_names",
     "win_reckless_update_",
+    "win_reckless_lines_",
 ]
 
 WIN_MODES = ("win", "win2", "none")
@@ -117,6 +118,49 @@ def win_reckless_update_(
         return
 
     x_den = 1.0 + lr * weight_decay
+    if foreach:
+        torch._foreach_add_(xs, updates, alpha=-lr)
+        if x_den != 1.0:  # skip a full pass when there is no decay (or lr = 0); /1 is exact
+            torch._foreach_div_(xs, x_den)
+    else:
+        for x, u in zip(xs, updates):
+            x.add_(u, alpha=-lr)
+            if x_den != 1.0:
+                x.div_(x_den)
+    win_reckless_lines_(
+        params,
+        xs,
+        ys,
+        updates,
+        lr=lr,
+        update_scale=lr,
+        weight_decay=weight_decay,
+        reckless_steps=reckless_steps,
+        mode=mode,
+        foreach=foreach,
+    )
+
+
+def win_reckless_lines_(
+    params: Sequence[Tensor],
+    xs: Sequence[Tensor],
+    ys: Sequence[Tensor] | None,
+    updates: Sequence[Tensor],
+    *,
+    lr: float,
+    update_scale: float,
+    weight_decay: float,
+    reckless_steps: tuple[float, float],
+    mode: str,
+    foreach: bool = True,
+) -> None:
+    """The reckless lines of a Win step, given the already updated conservative sequence ``xs``.
+
+    ``update_scale * updates`` must equal ``lr * u``: pass ``u`` with ``update_scale=lr``, or a
+    direction already multiplied by lr with ``update_scale=1`` (as Adan's Win mode does, since its
+    fused kernels return the new ``x`` rather than ``u``). ``lr`` enters only the decay terms.
+    """
+    gamma1, gamma2 = reckless_steps
     y_den = 1.0 + gamma1 + gamma1 * lr * weight_decay
     ratio = gamma2 / gamma1
     z_den = 1.0 + gamma2 + ratio + gamma2 * lr * weight_decay
@@ -124,24 +168,19 @@ def win_reckless_update_(
     y_seq = params if mode == "win" else ys
 
     if foreach:
-        torch._foreach_add_(xs, updates, alpha=-lr)
-        if x_den != 1.0:  # skip a full pass when there is no decay (or lr = 0); /1 is exact
-            torch._foreach_div_(xs, x_den)
         torch._foreach_add_(y_seq, xs, alpha=gamma1)
-        torch._foreach_add_(y_seq, updates, alpha=-gamma1 * lr)
+        torch._foreach_add_(y_seq, updates, alpha=-gamma1 * update_scale)
         torch._foreach_div_(y_seq, y_den)
         if mode == "win2":
             torch._foreach_add_(params, xs, alpha=gamma2)
             torch._foreach_add_(params, ys, alpha=ratio)
-            torch._foreach_add_(params, updates, alpha=-gamma2 * lr)
+            torch._foreach_add_(params, updates, alpha=-gamma2 * update_scale)
             torch._foreach_div_(params, z_den)
         return
 
     for i, (p, x, u) in enumerate(zip(params, xs, updates)):
-        x.add_(u, alpha=-lr)
-        if x_den != 1.0:
-            x.div_(x_den)
         y = y_seq[i]
-        y.add_(x, alpha=gamma1).add_(u, alpha=-gamma1 * lr).div_(y_den)
+        y.add_(x, alpha=gamma1).add_(u, alpha=-gamma1 * update_scale).div_(y_den)
         if mode == "win2":
-            p.add_(x, alpha=gamma2).add_(y, alpha=ratio).add_(u, alpha=-gamma2 * lr).div_(z_den)
+            p.add_(x, alpha=gamma2).add_(y, alpha=ratio)
+            p.add_(u, alpha=-gamma2 * update_scale).div_(z_den)
