@@ -152,3 +152,19 @@ def test_win_modes_refuse_low_precision_params():
     p.grad = torch.randn(3, dtype=torch.bfloat16)
     with pytest.raises(TypeError, match="needs fp32 or fp64 params, got torch.bfloat16"):
         Adan([p], acceleration_mode="win").step()
+
+
+def test_swap_helpers_reach_adan_win_modes():
+    import argparse
+
+    from adan_core import add_optimizer_args, create_optimizer
+
+    model = torch.nn.Linear(3, 2)
+    assert create_optimizer(model, opt="adan_win2").param_groups[0]["acceleration_mode"] == "win2"
+    parser = argparse.ArgumentParser()
+    add_optimizer_args(parser)
+    args = parser.parse_args(
+        ["--opt", "adan", "--acceleration-mode", "win", "--reckless-steps", "3", "9"]
+    )
+    group = create_optimizer(model, args).param_groups[0]
+    assert group["acceleration_mode"] == "win" and group["reckless_steps"] == (3.0, 9.0)

@@ -531,6 +531,19 @@ register_optimizer(
     fixed_kwargs={"no_prox": True},
 )
 
+register_optimizer(
+    "adan_win",
+    "adan_core.adan:Adan",
+    help="Adan + Win acceleration (experimental, our composition)",
+    fixed_kwargs={"acceleration_mode": "win"},
+)
+register_optimizer(
+    "adan_win2",
+    "adan_core.adan:Adan",
+    help="Adan + Win2 acceleration (experimental, our composition)",
+    fixed_kwargs={"acceleration_mode": "win2"},
+)
+
 # Win family (adan_core.win): Win / Win2 acceleration of AdamW, Adam, LAMB and SGD.
 register_optimizer("adamw_win", "adan_core.win:AdamW_Win", help="AdamW + Win/Win2 acceleration")
 register_optimizer("adam_win", "adan_core.win:Adam_Win", help="Adam (L2 decay) + Win/Win2")
@@ -539,13 +552,14 @@ register_optimizer("sgd_win", "adan_core.win:SGD_Win", help="Nesterov SGD + Win/
 register_optimizer_arg(
     "--acceleration-mode",
     choices=("win", "win2", "none"),
-    help="Win family only: 'win' (default), 'win2' (two reckless sequences) or 'none' (the plain "
-    "base optimizer).",
+    help="Win family: 'win' (their default), 'win2' (two reckless sequences) or 'none' (the plain "
+    "base optimizer). Also accepted by adan/adan_win (experimental; Adan's default is 'none').",
 )
 register_optimizer_arg(
     "--reckless-steps",
     type=float,
     nargs=2,
     metavar=("GAMMA1", "GAMMA2"),
-    help="Win family only: reckless step sizes relative to lr, both > 0 (default: 2 8).",
+    help="Win family and Adan's Win modes: reckless step sizes relative to lr, both > 0 "
+    "(default: 2 8).",
 )
