@@ -27,12 +27,12 @@ def sb3_optimizer(args: argparse.Namespace) -> tuple[type, dict[str, Any], str]:
     return cls, kwargs, spec.name
 
 
-def describe(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """JSON-able record of the optimizer and every hyper-parameter it will use (incl. defaults)."""
+def describe(cls: type, kwargs: dict[str, Any], with_defaults: bool = True) -> dict[str, Any]:
+    """JSON-able record of the optimizer and its options (with its defaults, unless told not)."""
     full: dict[str, Any] = {}
     try:
         for name, p in inspect.signature(cls).parameters.items():
-            if p.default is not inspect.Parameter.empty and name != "lr":
+            if with_defaults and p.default is not inspect.Parameter.empty and name != "lr":
                 full[name] = p.default
     except (TypeError, ValueError):
         pass

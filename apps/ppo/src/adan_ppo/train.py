@@ -265,14 +265,19 @@ class _Run:
 
 
 def run_config(args: argparse.Namespace, settings: PPOSettings) -> dict:
-    """What decides the run's results; recorded in config.json and checked on resume."""
+    """What decides the run's results; recorded in config.json and checked on resume.
+
+    Only the optimizer options this app passes are part of it, so that an adan-core release
+    that adds a keyword with a default does not make finished runs look different.
+    """
     cls, kwargs, name = sb3_optimizer(args)
     return {
         "env": args.env,
         "seed": args.seed,
         "optimizer": name,
+        "optimizer_class": f"{cls.__module__}.{cls.__qualname__}",
+        "optimizer_kwargs": describe(cls, kwargs, with_defaults=False)["kwargs"],
         "lr": args.lr,
-        "optimizer_detail": describe(cls, kwargs),
         "settings": settings.as_dict(),
         "preset": args.preset,
     }
@@ -378,6 +383,9 @@ def train(args: argparse.Namespace, log=print) -> RunResult:
     config = run_config(args, settings)  # validates the optimizer options too
     run_dir = runstate.prepare_dir(args.out)
     runstate.check_or_write_config(run_dir, config)
+    if not (run_dir / "optimizer.json").exists():  # informational: every option incl. defaults
+        cls, kwargs, _ = sb3_optimizer(args)
+        write_json_atomic(run_dir / "optimizer.json", describe(cls, kwargs))
     if runstate.is_done(run_dir):
         rows = runstate.read_eval_rows(run_dir / "eval.csv")
         step = rows[-1]["step"] if rows else settings.total_steps
