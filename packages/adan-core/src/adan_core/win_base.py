@@ -186,8 +186,6 @@ class WinOptimizerBase(Optimizer):
             return None
         norm = global_grad_norm(grads)
         eps = self.defaults["eps"] if self._clip_uses_eps else 0.0
-        if norm.dtype == torch.float64:  # keep fp64 precision for fp64 grads
-            return torch.clamp(max_norm / (norm + eps), max=1.0)
         return clip_factor(norm, max_norm, eps)
 
     def _prepare_state(self, group: dict[str, Any], p: Tensor) -> dict[str, Any]:
