@@ -220,6 +220,30 @@ def validate(args: argparse.Namespace, runs: list[tuple[str, list[str]]]) -> Non
         settings_from_args(targs)
 
 
+def protocol_notes(out: Path) -> list[str]:
+    """One line per distinct run protocol found in ``out/runs`` (budget, evaluation, optimizer)."""
+    import json
+
+    seen: dict[str, list[str]] = {}
+    for path in sorted(Path(out).glob("runs/*/*/seed*/config.json")):
+        c = json.loads(path.read_text())
+        st = c["settings"]
+        line = (
+            f"{c['optimizer']}: {st['total_steps']:,} steps per run, lr {c['lr']:g} "
+            f"{'linearly decayed to 0' if st['lr_decay'] else 'constant'}"
+            + (
+                f", options {json.dumps(c['optimizer_kwargs'], sort_keys=True)}"
+                if "optimizer_kwargs" in c
+                else ""
+            )
+            + f"; evaluation every "
+            f"{st['eval_every']:,} steps on {st['eval_episodes']} "
+            f"{'deterministic' if st['eval_deterministic'] else 'stochastic'} episodes"
+        )
+        seen.setdefault(line, []).append(c["env"])
+    return [f"{line} ({', '.join(sorted(set(envs)))})" for line, envs in seen.items()]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log = lambda msg: print(msg, flush=True)  # noqa: E731
@@ -279,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             0.75,
             "PPO on MuJoCo: Adam vs Adan (SB3, gymnasium v5)",
             args.tianshou_dir,
+            notes=protocol_notes(args.out),
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
