@@ -364,21 +364,7 @@ DEFAULT_PATH = [n for n in CASES if "foreach" not in CASES[n][1]]
 
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(
-            n,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="known bug (adan.py/_cpu_fused.py, owned by the lead): with DTensor params "
-                "the compiled CPU path keys its small-tensor packs by id() of fresh to_local() "
-                "views, so it re-packs every step and keeps one stale pack per step (memory "
-                "grows with the step count). Results stay correct.",
-            ),
-        )
-        if CASES[n][0] == "fsdp2"
-        else n
-        for n in DEFAULT_PATH
-    ],
+    DEFAULT_PATH,
 )
 def test_compiled_cpu_path_keeps_one_pack(runs, name):
     """One group, one dtype, one step count: the compiled CPU path should hold at most one pack

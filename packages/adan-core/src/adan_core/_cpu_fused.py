@@ -206,7 +206,9 @@ def cpu_fused_adan(
 def _step_pack(sel: list[list[Tensor]], hp: AdanHyper, t: float, gmul: float, cache) -> None:
     params, grads, m, n, d, neg, _ = sel
     states = [m, n, d, neg]
-    key = tuple(id(p) for p in params)
+    # Keyed by the state tensors: they are the optimizer's own long-lived objects, whereas the
+    # params may be fresh local views each step (DTensor.to_local() under FSDP2).
+    key = tuple(id(t) for t in m)
     pack = cache.get(key) if cache is not None else None
     if pack is None or not pack.holds(states):
         pack = _SmallPack(params, grads, states)

@@ -331,6 +331,8 @@ class Adan(Optimizer):
             per_group.append(lists)
         all_grads = [g for lists in per_group for g in lists[1]]
         if not all_grads:
+            if self.sharded and any(g["max_grad_norm"] > 0 for g in self.param_groups):
+                global_grad_norm([], sharded=True)  # join the other ranks' all-reduce
             return loss
 
         grad_scale: Tensor | None = getattr(self, "grad_scale", None)
