@@ -101,16 +101,15 @@ class _SmallPack:
                 offset += size
             self.state_flats.append(flat)
         self.p_views = [v.view(p.shape) for v, p in zip(self.p_flat.split(self.sizes), params)]
+        self.states = [list(tensors) for tensors in states]  # strong refs: identity stays valid
 
     def holds(self, states: list[list[Tensor]]) -> bool:
-        for flat, tensors in zip(self.state_flats, states):
-            base = flat.data_ptr()
-            offset = 0
-            for t, size in zip(tensors, self.sizes):
-                if t.data_ptr() != base + offset * flat.element_size() or not t.is_contiguous():
-                    return False
-                offset += size
-        return True
+        """True while the optimizer still uses the very tensors this pack re-pointed. Only
+        ``Tensor.set_`` or ``.data =`` could re-point them again; the optimizer does neither
+        (``load_state_dict`` makes new tensors, ``restart`` zeroes in place)."""
+        return len(states[0]) == len(self.states[0]) and all(
+            a is b for mine, theirs in zip(self.states, states) for a, b in zip(mine, theirs)
+        )
 
     def step(self, params, grads, coef: Tensor) -> None:
         torch.cat([g.reshape(-1) for g in grads], out=self.g_flat)
@@ -206,9 +205,10 @@ def cpu_fused_adan(
 def _step_pack(sel: list[list[Tensor]], hp: AdanHyper, t: float, gmul: float, cache) -> None:
     params, grads, m, n, d, neg, _ = sel
     states = [m, n, d, neg]
-    # Keyed by the state tensors: they are the optimizer's own long-lived objects, whereas the
-    # params may be fresh local views each step (DTensor.to_local() under FSDP2).
-    key = tuple(id(t) for t in m)
+    # One pack per (group, dtypes): the optimizer passes a per-group cache. Validity is checked on
+    # the state tensors, the optimizer's own long-lived objects (params may be fresh local views
+    # each step, as DTensor.to_local() gives under FSDP2).
+    key = (params[0].dtype, grads[0].dtype)
     pack = cache.get(key) if cache is not None else None
     if pack is None or not pack.holds(states):
         pack = _SmallPack(params, grads, states)

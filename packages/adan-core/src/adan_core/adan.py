@@ -342,7 +342,8 @@ class Adan(Optimizer):
         for group, lists in zip(self.param_groups, per_group):
             if not lists[0]:
                 continue
-            lists = [[_local(t) for t in seq] for seq in lists[:6]] + [lists[6]]
+            if _is_dtensor(lists[0][0]):  # FSDP2: the update is elementwise on local shards
+                lists = [[_local(t) for t in seq] for seq in lists[:6]] + [lists[6]]
             if group["acceleration_mode"] == "none":
                 self._adan_update(group, lists, grad_mul, found_inf)
             else:
@@ -380,7 +381,8 @@ class Adan(Optimizer):
                 group["no_prox"],
                 group["maximize"],
             )
-            _cpu_fused.cpu_fused_adan(*lists[:7], hp, mul, cache=self._packs)
+            cache = self._packs.setdefault(id(group), {})
+            _cpu_fused.cpu_fused_adan(*lists[:7], hp, mul, cache=cache)
             return
         adan(
             *lists,
