@@ -170,6 +170,8 @@ class Adan(Optimizer):
                         )
         self.register_state_dict_post_hook(_write_group_steps)
         self.register_load_state_dict_pre_hook(_migrate_checkpoint)
+        # loading replaces the groups and the state tensors: drop the CPU path's packs
+        self.register_load_state_dict_post_hook(lambda opt: opt._packs.clear())
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         merged = {**self.defaults, **param_group}
