@@ -188,3 +188,20 @@ def test_late_parameter_gets_its_own_bias_correction(path):
         opt.step()
     assert float(opt.state[early]["step"]) == 3 and float(opt.state[late]["step"]) == 1
     torch.testing.assert_close(late.detach(), torch.full((4,), 0.9), rtol=0, atol=1e-6)
+
+
+def test_deepcopy_and_pickle_keep_checkpoint_hooks_and_sharded():
+    import copy
+    import pickle
+
+    p = torch.nn.Parameter(torch.randn(3))
+    opt = Adan([p], sharded=True)
+    p.grad = torch.randn(3)
+    opt.step()
+    for clone in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
+        assert clone.sharded is True
+        assert clone.state_dict()["param_groups"][0]["step"] == 1  # the post hook still runs
+        q = torch.nn.Parameter(torch.tensor(P2, dtype=torch.float32))
+        fresh = copy.deepcopy(Adan([q]))
+        fresh.load_state_dict(_official_state_dict("2022"))  # the migration hook still runs
+        assert "neg_pre_grad" in fresh.state[q]

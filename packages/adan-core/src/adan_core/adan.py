@@ -168,10 +168,20 @@ class Adan(Optimizer):
                             f"Adan(fused=True) cannot run: {reason}. Use fused=None (automatic) "
                             "or foreach=True."
                         )
+        self._register_hooks()
+
+    def _register_hooks(self) -> None:
+        """Checkpoint hooks. Re-registered after unpickling/deepcopy, which drop all hooks."""
+        self._adan_hooks = True
         self.register_state_dict_post_hook(_write_group_steps)
         self.register_load_state_dict_pre_hook(_migrate_checkpoint)
         # loading replaces the groups and the state tensors: drop the CPU path's packs
-        self.register_load_state_dict_post_hook(lambda opt: opt._packs.clear())
+        self.register_load_state_dict_post_hook(_clear_packs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["sharded"] = self.sharded
+        return state
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         merged = {**self.defaults, **param_group}
@@ -189,6 +199,8 @@ class Adan(Optimizer):
         self.__dict__.setdefault("sharded", False)
         self.__dict__.setdefault("_packs", {})
         self.__dict__.setdefault("_warned", set())
+        if not self.__dict__.get("_adan_hooks"):
+            self._register_hooks()
         for group in self.param_groups:
             for key, value in _GROUP_FLAG_DEFAULTS.items():
                 group.setdefault(key, value)
@@ -511,6 +523,10 @@ def _validate(hp: dict[str, Any]) -> None:
         value = hp[name]
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0.0):
             raise ValueError(f"Invalid {name}={value!r}: must be a finite number >= 0")
+
+
+def _clear_packs(optimizer: Optimizer) -> None:
+    optimizer._packs.clear()
 
 
 def _write_group_steps(optimizer: Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
