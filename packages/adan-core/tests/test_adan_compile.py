@@ -43,3 +43,25 @@ def test_compiled_training_step_matches_eager_and_lr_changes_do_not_recompile():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     st = compiled_opt.state[next(compiled_model.parameters())]
     assert float(st["step"]) == 5
+
+
+def test_capturable_foreach_step_never_reads_a_value_on_the_host():
+    """On meta tensors any .item()/float()/bool() raises, so two clean steps prove no host sync
+    (the same property that lets a CUDA graph capture the step)."""
+    params = [
+        torch.nn.Parameter(torch.empty(5, 3, device="meta")),
+        torch.nn.Parameter(torch.empty(7, device="meta")),
+    ]
+    for p in params:
+        p.grad = torch.empty_like(p)
+    opt = Adan(
+        params,
+        lr=torch.tensor(0.01, device="meta"),
+        weight_decay=0.1,
+        max_grad_norm=1.0,
+        capturable=True,
+        foreach=True,
+    )
+    opt.step()
+    opt.step()
+    assert opt.state[params[0]]["step"].device.type == "meta"

@@ -489,7 +489,8 @@ def _validate(hp: dict[str, Any]) -> None:
     if isinstance(lr, Tensor):
         if lr.numel() != 1:
             raise ValueError(f"Invalid lr: a tensor lr must have one element, got shape {lr.shape}")
-        lr_value = float(lr.detach().cpu())
+        # a device lr is not read back: that would be a host sync
+        lr_value = float(lr.detach()) if lr.device.type == "cpu" else 0.0
     else:
         lr_value = float(lr)
     if not lr_value >= 0.0:
