@@ -103,3 +103,12 @@ def test_t_cdf_matches_numerical_integration_of_density():
     h = (hi - lo) / n
     integral = h * (sum(density(lo + i * h) for i in range(1, n)) + (density(lo) + density(hi)) / 2)
     assert t_cdf(1.3, df) == pytest.approx(0.5 + integral, abs=1e-8)
+
+
+def test_long_csv_round_trip_gives_the_same_summary(tmp_path):
+    _write_grid(tmp_path / "grid")
+    curves = summarize.load_grid_curves(tmp_path / "grid")
+    summarize.write_long_csv(curves, tmp_path / "curves.csv")
+    again = summarize.load_long_csv(tmp_path / "curves.csv")
+    assert again == curves
+    assert summarize.summarize(again) == summarize.summarize(curves)

@@ -82,6 +82,17 @@ def load_long_csv(path: Path) -> Curves:
     return {k: {s: sorted(p) for s, p in v.items()} for k, v in curves.items()}
 
 
+def write_long_csv(curves: Curves, path: Path) -> None:
+    """The inverse of :func:`load_long_csv`: one row per (task, optimizer, seed, step)."""
+    rows = (
+        (task, opt, seed, step, value)
+        for (task, opt), seed_curves in sorted(curves.items())
+        for seed, points in sorted(seed_curves.items())
+        for step, value in points
+    )
+    write_csv_atomic(Path(path), ("task", "optimizer", "seed", "step", "value"), rows)
+
+
 def align(seed_curves: dict[int, list[tuple[int, float]]]) -> tuple[np.ndarray, np.ndarray]:
     """``(steps, values[seed, step])`` on the steps every seed has."""
     common = set.intersection(*({s for s, _ in pts} for pts in seed_curves.values()))
@@ -298,6 +309,12 @@ def main(argv: list[str] | None = None) -> int:
         help="folder with Tianshou's <Env>-v3/result.json files, drawn as a dashed "
         "reference curve (gym v3 envs: order of magnitude only)",
     )
+    p.add_argument(
+        "--export-curves",
+        type=Path,
+        metavar="CSV",
+        help="also write all curves as a long CSV (readable again with --curves-csv)",
+    )
     args = p.parse_args(argv)
     if not 0 < args.confidence < 1:
         p.error("--confidence must be in (0, 1)")
@@ -305,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         curves = load_grid_curves(args.grid) if args.grid else load_long_csv(args.curves_csv)
         out = args.out or args.grid or Path(".")
         rows = run(curves, out, args.baseline, args.confidence, args.title, args.tianshou_dir)
+        if args.export_curves:
+            write_long_csv(curves, args.export_curves)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
