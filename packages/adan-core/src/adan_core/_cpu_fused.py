@@ -49,14 +49,40 @@ def _flat_update(p, g, m, n, d, neg, coef):
     neg.copy_(-gf)
 
 
-_compiled = None
+def _flat_update_serial(p, g, m, n, d, neg, coef):
+    """The same update compiled without OpenMP, for packs too small to split across threads
+    (a parallel region's fork/join then costs more than the work, badly so on a busy machine).
+    A separate function so that its compiled code is cached apart from the parallel one."""
+    _flat_update(p, g, m, n, d, neg, coef)
 
 
-def _kernel():
-    global _compiled
-    if _compiled is None:
-        _compiled = torch.compile(_flat_update, dynamic=True, fullgraph=True)
-    return _compiled
+SERIAL_NUMEL = 1 << 17  # below this many elements a pack runs on one thread
+_compiled: dict[bool, object] = {}
+_serial_failed = False
+
+
+def _kernel(parallel: bool = True):
+    fn = _compiled.get(parallel)
+    if fn is None:
+        target, options = (
+            (_flat_update, None) if parallel else (_flat_update_serial, {"cpp.threads": 1})
+        )
+        fn = _compiled[parallel] = torch.compile(
+            target, dynamic=True, fullgraph=True, options=options
+        )
+    return fn
+
+
+def _run_small(*tensors: Tensor) -> None:
+    """Run the serial kernel; if it cannot be compiled (the parallel one could), use that."""
+    global _serial_failed
+    if not _serial_failed:
+        try:
+            _kernel(parallel=False)(*tensors)
+            return
+        except Exception:  # noqa: BLE001 - compilation happens before any tensor is written
+            _serial_failed = True
+    _kernel()(*tensors)
 
 
 def _coefficients(hp: AdanHyper, t: float, gmul: float) -> Tensor:
@@ -101,6 +127,7 @@ class _SmallPack:
                 offset += size
             self.state_flats.append(flat)
         self.p_views = [v.view(p.shape) for v, p in zip(self.p_flat.split(self.sizes), params)]
+        self.g_views = [v.view(p.shape) for v, p in zip(self.g_flat.split(self.sizes), params)]
         self.states = [list(tensors) for tensors in states]  # strong refs: identity stays valid
 
     def holds(self, states: list[list[Tensor]]) -> bool:
@@ -112,9 +139,13 @@ class _SmallPack:
         )
 
     def step(self, params, grads, coef: Tensor) -> None:
-        torch.cat([g.reshape(-1) for g in grads], out=self.g_flat)
-        torch.cat([p.detach().reshape(-1) for p in params], out=self.p_flat)
-        _kernel()(self.p_flat, self.g_flat, *self.state_flats, coef)
+        torch._foreach_copy_(self.g_views, list(grads))
+        torch._foreach_copy_(self.p_views, [p.detach() for p in params])
+        tensors = (self.p_flat, self.g_flat, *self.state_flats, coef)
+        if self.p_flat.numel() < SERIAL_NUMEL:
+            _run_small(*tensors)
+        else:
+            _kernel()(*tensors)
         torch._foreach_copy_([p.detach() for p in params], self.p_views)
 
 
