@@ -124,3 +124,14 @@ def test_cpu_large_tensor_path_and_packs(monkeypatch, chosen_impl):
     flat = opt.state[small[0]]["exp_avg"].untyped_storage().data_ptr()
     assert all(opt.state[p]["exp_avg"].untyped_storage().data_ptr() == flat for p in small)
     assert sorted(ptrs) == ptrs
+
+
+def test_small_pack_falls_back_to_the_parallel_kernel_if_the_serial_one_fails(monkeypatch):
+    def broken(*tensors):
+        raise RuntimeError("simulated compiler failure")
+
+    monkeypatch.setattr(cpu_fused, "_serial_failed", False)
+    monkeypatch.setitem(cpu_fused._compiled, False, broken)
+    params = [torch.nn.Parameter(torch.randn(n)) for n in (10, 3, 7)]
+    _check_against_reference(params, "cpu_fused", steps=2)
+    assert cpu_fused._serial_failed
