@@ -13,7 +13,7 @@ from torch.optim import Optimizer
 
 from . import _cpu_fused
 from .clip import clip_factor, global_grad_norm
-from .functional import AdanHyper, adan
+from .functional import adan
 from .win_core import check_acceleration_mode, check_reckless_steps, win_reckless_lines_
 
 __all__ = ["Adan"]
@@ -384,20 +384,6 @@ class Adan(Optimizer):
         lr = group["lr"]
         if isinstance(lr, Tensor) and impl in ("fused", "foreach"):
             lr = lr.to(device, non_blocking=True)
-        if impl == "cpu_fused":
-            if found_inf is not None and bool(found_inf.item()):
-                return
-            hp = AdanHyper(
-                lr,
-                group["betas"],
-                group["eps"],
-                group["weight_decay"],
-                group["no_prox"],
-                group["maximize"],
-            )
-            cache = self._packs.setdefault(id(group), {})
-            _cpu_fused.cpu_fused_adan(*lists[:7], hp, mul, cache=cache)
-            return
         adan(
             *lists,
             lr=lr,
@@ -409,6 +395,7 @@ class Adan(Optimizer):
             grad_mul=mul,
             found_inf=found_inf,
             impl=impl,
+            cache=self._packs.setdefault(id(group), {}) if impl == "cpu_fused" else None,
         )
 
     def _win_update(

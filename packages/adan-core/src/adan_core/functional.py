@@ -237,6 +237,7 @@ def adan(
     grad_mul: Tensor | None = None,
     found_inf: Tensor | None = None,
     impl: str = "foreach",
+    cache: dict | None = None,
 ) -> None:
     """Functional Adan (like ``torch.optim.adamw.adamw``): update the tensors in place.
 
@@ -248,7 +249,10 @@ def adan(
         grad_mul: optional 0-d tensor multiplying every gradient (clip factor divided by AMP scale).
         found_inf: optional 0-d tensor; nonzero skips the update. Only the fused implementation
             reads it on the device; other implementations check it on the host.
-        impl: ``"single"``, ``"foreach"``, ``"fused"`` (Triton) or ``"cpu_fused"`` (compiled CPU).
+        impl: ``"single"``, ``"foreach"``, ``"fused"`` (Triton) or ``"cpu_fused"`` (compiled CPU;
+            call ``adan_core._cpu_fused.ready`` first).
+        cache: ``"cpu_fused"`` only: a dict kept between steps (per param group) so small
+            tensors' states stay packed; without it each step packs them afresh.
     """
     if found_inf is not None and impl not in ("fused",) and bool(found_inf.item()):
         return
@@ -282,6 +286,7 @@ def adan(
             state_steps,
             hp,
             grad_mul,
+            cache=cache,
         )
         return
     try:
