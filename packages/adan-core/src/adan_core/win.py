@@ -105,6 +105,26 @@ def _win_step(
     )
 
 
+def _adam_step_moments(group, params, grads, states, foreach):
+    """Count the step, update m and v (v's running max with amsgrad) and return
+    ``(bc1, sqrt(bc2), ms, vs)`` per parameter, for AdamW_Win and Adam_Win."""
+    beta1, beta2 = group["betas"]
+    for s in states:
+        s["step"] += 1
+    bc1 = [1 - beta1 ** s["step"] for s in states]
+    bc2_sqrt = [(1 - beta2 ** s["step"]) ** 0.5 for s in states]
+    ms = [s["exp_avg"] for s in states]
+    vs = [s["exp_avg_sq"] for s in states]
+    _adam_moments(ms, vs, grads, beta1, beta2, foreach)
+    if group["amsgrad"]:
+        for s, p in zip(states, params):
+            s.setdefault("max_exp_avg_sq", _zeros_like(p))
+        vmaxs = [s["max_exp_avg_sq"] for s in states]
+        _amsgrad_max(vmaxs, vs, foreach)
+        vs = vmaxs
+    return bc1, bc2_sqrt, ms, vs
+
+
 def _zeros_like(p: Tensor) -> Tensor:
     return torch.zeros_like(p, memory_format=torch.preserve_format)
 
@@ -181,28 +201,15 @@ class AdamW_Win(WinOptimizerBase):  # noqa: N801 - the name users know from the 
 
     def _update(self, group, params, grads, states, foreach, grads_are_private) -> None:
         lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
-        beta1, beta2 = group["betas"]
-        for s in states:
-            s["step"] += 1
-        bc1 = [1 - beta1 ** s["step"] for s in states]
-        bc2_sqrt = [(1 - beta2 ** s["step"]) ** 0.5 for s in states]
-        ms = [s["exp_avg"] for s in states]
-        vs = [s["exp_avg_sq"] for s in states]
+        bc1, bc2_sqrt, ms, vs = _adam_step_moments(group, params, grads, states, foreach)
         mode = group["acceleration_mode"]
 
-        if mode == "none" and wd != 0:  # torch.optim.AdamW: multiplicative decay first
+        if mode == "none" and wd != 0:  # torch.optim.AdamW: multiplicative decay before the step
             if foreach:
                 torch._foreach_mul_(params, 1 - lr * wd)
             else:
                 for p in params:
                     p.mul_(1 - lr * wd)
-        _adam_moments(ms, vs, grads, beta1, beta2, foreach)
-        if group["amsgrad"]:
-            for s, p in zip(states, params):
-                s.setdefault("max_exp_avg_sq", _zeros_like(p))
-            vmaxs = [s["max_exp_avg_sq"] for s in states]
-            _amsgrad_max(vmaxs, vs, foreach)
-            vs = vmaxs
 
         if mode == "none":  # the exact op sequence of torch.optim.AdamW (single / multi tensor)
             if foreach:
@@ -273,22 +280,9 @@ class Adam_Win(WinOptimizerBase):  # noqa: N801
 
     def _update(self, group, params, grads, states, foreach, grads_are_private) -> None:
         lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
-        beta1, beta2 = group["betas"]
-        for s in states:
-            s["step"] += 1
-        bc1 = [1 - beta1 ** s["step"] for s in states]
-        bc2_sqrt = [(1 - beta2 ** s["step"]) ** 0.5 for s in states]
         if wd != 0:
             grads = _add_decay(grads, params, wd, foreach, in_place=grads_are_private)
-        ms = [s["exp_avg"] for s in states]
-        vs = [s["exp_avg_sq"] for s in states]
-        _adam_moments(ms, vs, grads, beta1, beta2, foreach)
-        if group["amsgrad"]:
-            for s, p in zip(states, params):
-                s.setdefault("max_exp_avg_sq", _zeros_like(p))
-            vmaxs = [s["max_exp_avg_sq"] for s in states]
-            _amsgrad_max(vmaxs, vs, foreach)
-            vs = vmaxs
+        bc1, bc2_sqrt, ms, vs = _adam_step_moments(group, params, grads, states, foreach)
         # u = (m / (sqrt(v) + eps)) * sqrt(bc2)/bc1, with the correction folded into the denominator
         ks = [b1 / b2s for b1, b2s in zip(bc1, bc2_sqrt)]
         updates = _scaled_direction(ms, vs, ks, [eps * k for k in ks], foreach)
