@@ -177,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     base = args.opts[0]
     for opt in args.opts[1:]:
         ratio = med[opt]["steps_per_s"] / med[base]["steps_per_s"]
-        print(f"  {opt}/{base} throughput ratio: {ratio:.3f} ({(1 - ratio) * 100:+.1f}% slower)")
+        change = (
+            f"{(ratio - 1) * 100:.1f}% faster" if ratio >= 1 else f"{(1 - ratio) * 100:.1f}% slower"
+        )
+        print(f"  {opt}/{base} throughput ratio: {ratio:.3f} ({change})")
     if args.out:
         args.out.write_text(json.dumps({"runs": results, "medians": med}, indent=2) + "\n")
     return 0
