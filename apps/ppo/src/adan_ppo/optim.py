@@ -15,8 +15,9 @@ def sb3_optimizer(args: argparse.Namespace) -> tuple[type, dict[str, Any], str]:
     """``(optimizer_class, optimizer_kwargs, name)`` for the optimizer selected by ``--opt``.
 
     ``lr`` is not in the kwargs: SB3 passes it (and rewrites ``param_group['lr']`` before every
-    update from its schedule). ``eps`` defaults to 1e-8 as in the paper when the optimizer takes
-    it, because SB3 would otherwise give Adam eps=1e-5.
+    update from its schedule). ``eps`` is set to the paper's 1e-8 when the optimizer takes it and
+    the user did not choose one: SB3 gives Adam eps=1e-5 when no kwargs are passed, and an
+    explicit value also lands in config.json.
     """
     spec = get_optimizer_spec(args.opt)
     overrides: dict[str, Any] = {}
