@@ -73,3 +73,39 @@ def test_different_settings_in_same_directory_are_refused(tmp_path, tiny_args):
     with pytest.raises(runstate.RunConflictError, match="optimizer"):
         train(tiny_args(out, "adan", 512, 512), log=lambda m: None)
     assert (out / "eval.csv").read_bytes() == before
+
+
+def test_killed_process_resumes_from_its_last_checkpoint(tmp_path):
+    """SIGKILL a real training process after its first checkpoints, then finish the run."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import TINY
+
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "adan_ppo.train", *TINY, "--out", str(out), "--opt", "adan",
+            "--steps", "16384", "--eval-every", "1024", "--seed", "5"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    pointer = out / "checkpoint.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if pointer.exists() and json.loads(pointer.read_text())["step"] >= 2048:
+            break
+        time.sleep(0.05)
+    if proc.poll() is not None:
+        pytest.fail(f"training ended before it could be killed: {proc.stderr.read()[-2000:]}")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(pointer.read_text())["step"]
+    assert 2048 <= killed_at < 16384 and not (out / "done.json").exists()
+
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resuming from checkpoint at step {killed_at}" in done.stdout
+    steps = _steps(out / "eval.csv")
+    assert steps == list(range(0, 16384 + 1, 1024))
+    assert json.loads((out / "done.json").read_text())["steps"] == 16384
