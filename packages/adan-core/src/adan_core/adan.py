@@ -152,7 +152,6 @@ class Adan(Optimizer):
             acceleration_mode=acceleration_mode,
             reckless_steps=tuple(reckless_steps),
         )
-        _validate(defaults)
         self.sharded = sharded
         self._packs: dict = {}
         self._warned: set[str] = set()
@@ -184,6 +183,7 @@ class Adan(Optimizer):
         return state
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Validate every hyperparameter of the group (the constructor's defaults included)."""
         merged = {**self.defaults, **param_group}
         _validate(merged)
         if self.param_groups and merged["max_grad_norm"] != self.param_groups[0]["max_grad_norm"]:
@@ -219,7 +219,6 @@ class Adan(Optimizer):
         training loop whenever your restart condition holds. Win modes keep ``x`` (and ``y``).
         """
         for group in self.param_groups:
-            group["step"] = 0
             for p in group["params"]:
                 st = self.state.get(p)
                 if not st:
@@ -498,7 +497,7 @@ def _validate(hp: dict[str, Any]) -> None:
             f"Adan betas={tuple(betas)} look like the paper's convention (β = 1 - beta). This "
             "class uses the code convention: the paper's (0.02, 0.08, 0.01) is (0.98, 0.92, 0.99).",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,  # _validate < add_param_group < Optimizer.__init__ < Adan.__init__ < user
         )
     mode = check_acceleration_mode(hp.get("acceleration_mode", "none"))
     check_reckless_steps(hp.get("reckless_steps", (2.0, 8.0)))
