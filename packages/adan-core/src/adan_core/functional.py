@@ -146,23 +146,14 @@ def _foreach_adan_bucket(params, grads, m, n, d, neg, steps, hp: AdanHyper, grad
     on_host = on_host and not torch.compiler.is_compiling()
 
     low = params[0].dtype in _LOW_PRECISION or grads[0].dtype in _LOW_PRECISION
-    p_w, m_w, n_w, d_w, neg_w = (
-        (_opmath(x) for x in (params, m, n, d, neg))
-        if low
-        else (
-            params,
-            m,
-            n,
-            d,
-            neg,
-        )
-    )
+    stored = (params, m, n, d, neg)
+    p_w, m_w, n_w, d_w, neg_w = (_opmath(x) for x in stored) if low else stored
     g = _opmath(grads) if low else list(grads)
     if grad_mul is not None or hp.maximize:
         mul = grad_mul.to(device) if grad_mul is not None else None
         if mul is not None and hp.maximize:
             mul = -mul
-        if g[0] is grads[0] or not low:
+        if g[0] is grads[0]:  # never scale the caller's gradients in place
             g = torch._foreach_mul(g, mul) if mul is not None else torch._foreach_neg(g)
         else:
             torch._foreach_mul_(g, mul) if mul is not None else torch._foreach_neg_(g)
@@ -170,10 +161,10 @@ def _foreach_adan_bucket(params, grads, m, n, d, neg, steps, hp: AdanHyper, grad
     # neg_w becomes delta = g_t - g_{t-1}, zeroed on a parameter's first step.
     torch._foreach_add_(neg_w, g)
     if on_host:
-        for i, s in enumerate(steps):
-            if s.item() == 1:
-                neg_w[i].zero_()
         t = [s.item() for s in steps]
+        for i, step in enumerate(t):
+            if step == 1:
+                neg_w[i].zero_()
         bc1 = [1 - b1**x for x in t]
         bc2 = [1 - b2**x for x in t]
         inv_sqrt_bc3 = [1 / math.sqrt(1 - b3**x) for x in t]
@@ -212,7 +203,7 @@ def _foreach_adan_bucket(params, grads, m, n, d, neg, steps, hp: AdanHyper, grad
     torch._foreach_copy_(neg_w, g)
     torch._foreach_neg_(neg_w)
     if low:
-        for dst, src in ((params, p_w), (m, m_w), (n, n_w), (d, d_w), (neg, neg_w)):
+        for dst, src in zip(stored, (p_w, m_w, n_w, d_w, neg_w)):
             torch._foreach_copy_(dst, src)
 
 
