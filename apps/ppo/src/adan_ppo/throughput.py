@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import torch
-from stable_baselines3 import PPO
 
 from .envs import check_env_id, make_train_env
+from .model import build_ppo
 from .optim import sb3_optimizer
 from .settings import PAPER_LR, PRESETS
 
@@ -63,30 +63,7 @@ def measure(env_id: str, opt: str, steps: int, seed: int) -> dict:
     kwargs.update(extra)
     s = PRESETS["paper"]
     env = make_train_env(env_id, s)
-    model = PPO(
-        "MlpPolicy",
-        env,
-        learning_rate=PAPER_LR,
-        n_steps=s.n_steps,
-        batch_size=s.batch_size,
-        n_epochs=s.n_epochs,
-        gamma=s.gamma,
-        gae_lambda=s.gae_lambda,
-        clip_range=s.clip_range,
-        normalize_advantage=s.normalize_advantage,
-        ent_coef=s.ent_coef,
-        vf_coef=s.vf_coef,
-        max_grad_norm=s.max_grad_norm,
-        seed=seed,
-        device="cpu",
-        policy_kwargs=dict(
-            net_arch=dict(pi=list(s.hidden), vf=list(s.hidden)),
-            activation_fn=torch.nn.Tanh,
-            log_std_init=s.log_std_init,
-            optimizer_class=cls,
-            optimizer_kwargs=kwargs,
-        ),
-    )
+    model = build_ppo(env, s, PAPER_LR, cls, kwargs, seed=seed)
     t0 = time.perf_counter()
     model.learn(s.rollout_size)  # warm-up: first rollout and update, incl. any compilation
     warmup = time.perf_counter() - t0

@@ -28,6 +28,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 from . import runstate
 from .atomic import write_json_atomic
 from .envs import check_env_id, make_eval_env, make_train_env, sync_obs_stats
+from .model import build_ppo
 from .optim import describe, sb3_optimizer
 from .settings import PAPER_LR, PRESETS, PPOSettings, round_to_rollouts
 
@@ -221,38 +222,16 @@ class _Run:
             schedule = (
                 LinearDecay(lr, s.rollout_size / s.total_steps) if s.lr_decay else Constant(lr)
             )
-            policy_kwargs = dict(
-                net_arch=dict(pi=list(s.hidden), vf=list(s.hidden)),
-                activation_fn=torch.nn.Tanh,
-                log_std_init=s.log_std_init,
-                ortho_init=True,
-                optimizer_class=cls,
-                optimizer_kwargs=kwargs,
-            )
-            self.model = PPO(
-                "MlpPolicy",
+            self.model = build_ppo(
                 self.train_env,
-                learning_rate=schedule,
-                n_steps=s.n_steps,
-                batch_size=s.batch_size,
-                n_epochs=s.n_epochs,
-                gamma=s.gamma,
-                gae_lambda=s.gae_lambda,
-                clip_range=s.clip_range,
-                clip_range_vf=None,
-                normalize_advantage=s.normalize_advantage,
-                ent_coef=s.ent_coef,
-                vf_coef=s.vf_coef,
-                max_grad_norm=s.max_grad_norm,
-                policy_kwargs=policy_kwargs,
+                s,
+                schedule,
+                cls,
+                kwargs,
                 seed=args.seed,
                 device=args.device,
-                verbose=0,
                 tensorboard_log=str(self.run_dir / "tb") if args.tensorboard else None,
             )
-            head = self.model.policy.value_net
-            torch.nn.init.orthogonal_(head.weight, gain=s.value_head_gain)
-            torch.nn.init.zeros_(head.bias)
         self.start_step = int(self.model.num_timesteps)
         self.step_mark = self.start_step
         opt = self.model.policy.optimizer
