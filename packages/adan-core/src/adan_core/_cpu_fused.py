@@ -157,9 +157,6 @@ def _contiguous_strides(shape) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
-SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
 def ready(dtype_pairs: set[tuple[torch.dtype, torch.dtype]]) -> bool:
     """Compile the kernel for each (param dtype, grad dtype) on a tiny probe, before any real
     tensor is touched. Returns False (after one warning) when compiling is impossible here."""

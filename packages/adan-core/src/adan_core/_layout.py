@@ -5,6 +5,16 @@ from __future__ import annotations
 from torch import Tensor
 
 
+def is_dtensor(t: Tensor) -> bool:
+    """True for a ``torch.distributed.tensor.DTensor`` (FSDP2), without importing distributed."""
+    return type(t).__name__ == "DTensor"
+
+
+def local_tensor(t: Tensor) -> Tensor:
+    """This rank's shard of a DTensor (same storage); any other tensor as is."""
+    return t.to_local() if is_dtensor(t) else t
+
+
 def non_overlapping_dense(t: Tensor) -> bool:
     """True if ``t`` covers a gap-free block of memory (contiguous, channels_last, permuted...)."""
     if t.is_contiguous():

@@ -12,13 +12,13 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import _cpu_fused
+from ._layout import is_dtensor, local_tensor
 from .clip import clip_factor, global_grad_norm
-from .functional import adan
+from .functional import FUSED_DTYPES, adan
 from .win_core import check_acceleration_mode, check_reckless_steps, win_reckless_lines_
 
 __all__ = ["Adan"]
 
-_FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _GROUP_FLAG_DEFAULTS: dict[str, Any] = {
     "no_prox": False,
     "max_grad_norm": 0.0,
@@ -45,14 +45,6 @@ def _fused_unavailable(device: torch.device) -> str | None:
     except ImportError as err:
         return f"Triton is not importable ({err}); install it with `pip install adan-core[triton]`"
     return unavailable_reason(device)
-
-
-def _is_dtensor(t: Tensor) -> bool:
-    return type(t).__name__ == "DTensor"
-
-
-def _local(t: Tensor) -> Tensor:
-    return t.to_local() if _is_dtensor(t) else t
 
 
 class Adan(Optimizer):
@@ -159,8 +151,8 @@ class Adan(Optimizer):
         if fused:
             for group in self.param_groups:
                 for p in group["params"]:
-                    reason = _fused_unavailable(_local(p).device)
-                    if reason is None and p.dtype not in _FUSED_DTYPES:
+                    reason = _fused_unavailable(local_tensor(p).device)
+                    if reason is None and p.dtype not in FUSED_DTYPES:
                         reason = f"fused Adan supports fp32/bf16/fp16 params, got {p.dtype}"
                     if reason is not None:
                         raise RuntimeError(
@@ -267,9 +259,10 @@ class Adan(Optimizer):
                 )
             state = self.state[p]
             if "exp_avg" not in state:
-                on_device = group["capturable"] or group["fused"] or _local(p).device.type == "cuda"
+                device = local_tensor(p).device
+                on_device = group["capturable"] or group["fused"] or device.type == "cuda"
                 state["step"] = torch.zeros(
-                    (), dtype=torch.float32, device=_local(p).device if on_device else "cpu"
+                    (), dtype=torch.float32, device=device if on_device else "cpu"
                 )
                 for key in ("exp_avg", "exp_avg_sq", "exp_avg_diff"):
                     state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -300,7 +293,7 @@ class Adan(Optimizer):
             return "foreach"  # Dynamo traces the foreach math and fuses it itself
         devices = {p.device for p in params}
         dtypes = {p.dtype for p in params}
-        fusable = len(devices) == 1 and dtypes <= set(_FUSED_DTYPES)
+        fusable = len(devices) == 1 and dtypes <= set(FUSED_DTYPES)
         device = next(iter(devices))
         if group["fused"]:
             reason = _fused_unavailable(device) if fusable else "mixed devices or fp64 params"
@@ -355,8 +348,8 @@ class Adan(Optimizer):
         for group, lists in zip(self.param_groups, per_group):
             if not lists[0]:
                 continue
-            if _is_dtensor(lists[0][0]):  # FSDP2: the update is elementwise on local shards
-                lists = [[_local(t) for t in seq] for seq in lists[:6]] + [lists[6]]
+            if is_dtensor(lists[0][0]):  # FSDP2: the update is elementwise on local shards
+                lists = [[local_tensor(t) for t in seq] for seq in lists[:6]] + [lists[6]]
             if group["acceleration_mode"] == "none":
                 self._adan_update(group, lists, grad_mul, found_inf)
             else:
@@ -414,8 +407,8 @@ class Adan(Optimizer):
             return  # AMP skipped this step (the experimental path syncs here)
         mode = group["acceleration_mode"]
         with_grad = [p for p in group["params"] if p.grad is not None]
-        xs = [_local(self.state[p]["x"]) for p in with_grad]
-        ys = [_local(self.state[p]["y"]) for p in with_grad] if mode == "win2" else None
+        xs = [local_tensor(self.state[p]["x"]) for p in with_grad]
+        ys = [local_tensor(self.state[p]["y"]) for p in with_grad] if mode == "win2" else None
         lr = float(group["lr"])
         wd = group["weight_decay"]
         lr_u = [x.clone() for x in xs]

@@ -22,11 +22,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ._layout import is_dtensor, local_tensor
+
 __all__ = ["global_grad_norm", "clip_factor"]
-
-
-def _is_dtensor(t: Tensor) -> bool:
-    return type(t).__name__ == "DTensor"
 
 
 def _local_sum_of_squares(grads: Sequence[Tensor], out_device: torch.device) -> Tensor:
@@ -106,11 +104,10 @@ def global_grad_norm(grads: Sequence[Tensor], *, sharded: bool = False) -> Tenso
             )
     elif not grads:
         raise ValueError("global_grad_norm needs at least one gradient")
-    dtensors = [g for g in grads if _is_dtensor(g)]
-    plain = [g for g in grads if not _is_dtensor(g)]
+    dtensors = [g for g in grads if is_dtensor(g)]
+    plain = [g for g in grads if not is_dtensor(g)]
     if grads:
-        first = grads[0]
-        device = first.to_local().device if _is_dtensor(first) else first.device
+        device = local_tensor(grads[0]).device
     else:
         device = _collective_device()
     sum_sq = _local_sum_of_squares(plain, device) if plain else torch.zeros((), device=device)

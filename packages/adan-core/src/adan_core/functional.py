@@ -32,6 +32,7 @@ __all__ = ["adan", "AdanHyper"]
 
 Scalar = Union[float, Tensor]  # noqa: UP007 - a runtime alias must work on Python 3.9
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+FUSED_DTYPES = (torch.float32, *_LOW_PRECISION)  # what the fused kernels take (fp32 math inside)
 
 
 class AdanHyper:
