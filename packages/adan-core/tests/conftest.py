@@ -38,16 +38,16 @@ def path_params(*names):
 
 @pytest.fixture
 def chosen_impl(monkeypatch):
-    """Records which implementation each Adan.step actually ran."""
-    import adan_core.adan as adan_mod
+    """Records which implementation each bucket of each Adan step actually ran."""
+    import adan_core.functional as functional
 
     seen: list[str] = []
-    original = adan_mod.Adan._choose_impl
+    original = functional.choose_impl
 
-    def spy(self, group, params):
-        impl = original(self, group, params)
+    def spy(*args, **kwargs):
+        impl, note = original(*args, **kwargs)
         seen.append(impl)
-        return impl
+        return impl, note
 
-    monkeypatch.setattr(adan_mod.Adan, "_choose_impl", spy)
+    monkeypatch.setattr(functional, "choose_impl", spy)
     return seen

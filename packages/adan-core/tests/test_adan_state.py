@@ -8,7 +8,6 @@ import pytest
 import torch
 from conftest import PATH_FLAGS, path_params
 
-import adan_core.adan as adan_module
 from adan_core import Adan
 
 A = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
@@ -140,16 +139,70 @@ def test_official_checkpoint_continues_exactly(layout, path):
     torch.testing.assert_close(p.detach(), P3_WD0, rtol=0, atol=1e-9)
 
 
-def test_checkpoint_saved_with_fused_runs_where_no_fused_backend_exists(monkeypatch):
-    monkeypatch.setattr(adan_module, "_fused_unavailable", lambda device: "no GPU here (test)")
+def test_checkpoint_saved_with_fused_runs_where_no_fused_backend_exists(chosen_impl):
     p = torch.nn.Parameter(torch.tensor(P2, dtype=torch.float32))
     opt = Adan([p])
     opt.load_state_dict(_official_state_dict(fused=True))
-    assert opt.param_groups[0]["fused"] is True
+    # the live optimizer's implementation flags win over the checkpoint's
+    assert opt.param_groups[0]["fused"] is None and opt.param_groups[0]["foreach"] is None
+    _set_grad(p)
+    opt.step()
+    assert chosen_impl == ["cpu_fused"]
+    torch.testing.assert_close(p.detach().double(), P3_WD0, rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("path", path_params())
+def test_official_foreach_flag_does_not_pin_the_implementation(path, chosen_impl):
+    """Official checkpoints say foreach=True; the implementation stays this optimizer's choice."""
+    p = torch.nn.Parameter(torch.tensor(P2, dtype=torch.float32))
+    opt = Adan([p], **PATH_FLAGS[path])
+    opt.load_state_dict(_official_state_dict())
+    for key in ("foreach", "fused", "capturable"):
+        assert opt.param_groups[0][key] == opt.defaults[key]
+    _set_grad(p)
+    opt.step()
+    assert chosen_impl == [path]
+
+
+def test_fused_flag_restored_where_it_cannot_run_warns_and_falls_back(monkeypatch, chosen_impl):
+    """A fused=True that cannot run (here: its kernel is reported unavailable) falls back."""
+    import adan_core.functional as functional
+
+    p = torch.nn.Parameter(torch.tensor(P2, dtype=torch.float32))
+    opt = Adan([p], fused=True)
+    opt.load_state_dict(_official_state_dict())
+    monkeypatch.setattr(functional, "fused_unavailable", lambda device: "no GPU here (test)")
     _set_grad(p)
     with pytest.warns(RuntimeWarning, match="cannot run here: no GPU here"):
         opt.step()
+    assert chosen_impl == ["cpu_fused"]
     torch.testing.assert_close(p.detach().double(), P3_WD0, rtol=0, atol=2e-6)
+
+
+def _timm_2022_state_dict():
+    """timm's 2022 Adan after the same 2 steps: official 2022 names, but n stored under
+    'exp_avg_diff' and d under 'exp_avg_sq', a positive pre_grad, no max_grad_norm."""
+    sd = _official_state_dict("2022")
+    st = sd["state"][0]
+    st["exp_avg_sq"], st["exp_avg_diff"] = st["exp_avg_diff"], st["exp_avg_sq"]
+    del sd["param_groups"][0]["max_grad_norm"]
+    return sd
+
+
+def test_timm_2022_checkpoint_is_refused_by_name():
+    p = torch.nn.Parameter(torch.tensor(P2, dtype=torch.float64))
+    opt = Adan([p])
+    with pytest.raises(ValueError, match="timm's 2022 Adan"):
+        opt.load_state_dict(_timm_2022_state_dict())
+    assert not opt.state  # nothing was loaded
+
+
+def test_timm_2022_checkpoint_is_refused_by_content_even_with_max_grad_norm():
+    sd = _timm_2022_state_dict()
+    sd["param_groups"][0]["max_grad_norm"] = 0.0
+    opt = Adan([torch.nn.Parameter(torch.tensor(P2, dtype=torch.float64))])
+    with pytest.raises(ValueError, match="negative values in exp_avg_sq"):
+        opt.load_state_dict(sd)
 
 
 def test_our_checkpoint_has_the_official_group_step():

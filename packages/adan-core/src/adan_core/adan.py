@@ -11,11 +11,17 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from . import _cpu_fused
+from ._base import ClippedOptimizer, check_dense_grad
+from ._grouping import bucketize, device_dtype_key
 from ._layout import is_dtensor, local_tensor
-from .clip import clip_factor, global_grad_norm
-from .functional import FUSED_DTYPES, adan
-from .win_core import check_acceleration_mode, check_reckless_steps, win_reckless_lines_
+from .clip import global_grad_norm
+from .functional import _LOW_PRECISION, FUSED_DTYPES, adan, fused_unavailable
+from .win_core import (
+    check_acceleration_mode,
+    check_reckless_steps,
+    win_reckless_lines_,
+    win_state_names,
+)
 
 __all__ = ["Adan"]
 
@@ -31,6 +37,10 @@ _GROUP_FLAG_DEFAULTS: dict[str, Any] = {
     "reckless_steps": (2.0, 8.0),
 }
 # Per-parameter state layouts written by other Adan implementations that cannot be loaded as is.
+# The implementation flags belong to the running optimizer, never to a checkpoint: official
+# checkpoints store foreach=True, which would otherwise pin every later run to the foreach path.
+_IMPLEMENTATION_FLAGS = ("foreach", "fused", "capturable")
+_STATE_KEYS = ("exp_avg", "exp_avg_sq", "exp_avg_diff", "neg_pre_grad")
 _FOREIGN_LAYOUTS = {
     "previous_grad": "pytorch-optimizer (kozistr)",
     "prev_grad": "optimi or lucidrains/Adan-pytorch",
@@ -39,15 +49,7 @@ _FOREIGN_LAYOUTS = {
 }
 
 
-def _fused_unavailable(device: torch.device) -> str | None:
-    try:
-        from ._triton_adan import unavailable_reason
-    except ImportError as err:
-        return f"Triton is not importable ({err}); install it with `pip install adan-core[triton]`"
-    return unavailable_reason(device)
-
-
-class Adan(Optimizer):
+class Adan(ClippedOptimizer):
     r"""Adan: Adaptive Nesterov Momentum (Xie et al., TPAMI 2024), a drop-in for the official class.
 
     Per step, with gradient :math:`g_t` (after clipping) and :math:`\Delta_t = g_t - g_{t-1}`
@@ -94,6 +96,11 @@ class Adan(Optimizer):
             itself follows the reckless sequence(s). Needs fp32/fp64 params and ``no_prox=False``;
             keeps one (win) or two (win2) extra param-sized buffers.
         reckless_steps: ``(gamma1, gamma2)`` of the Win modes, both > 0.
+        state_dtype: None (default, as the official code) keeps each state in its parameter's
+            dtype; ``torch.float32`` keeps fp32 state for bf16/fp16 params (fp32/fp64 params are
+            unaffected). bf16 state stalls for slow EMAs: with ``b3=0.999`` and g = 1,
+            ``exp_avg_sq`` stops near 0.25 instead of reaching 0.95 after 3000 steps, so steps come
+            out about twice too large. fp32 state costs 8 more bytes per param of memory.
 
     State per parameter (official names, so official checkpoints load): ``exp_avg``,
     ``exp_avg_sq``, ``exp_avg_diff``, ``neg_pre_grad`` and ``step`` (a 0-d fp32 tensor). Unlike the
@@ -122,7 +129,12 @@ class Adan(Optimizer):
         sharded: bool = False,
         acceleration_mode: str = "none",
         reckless_steps: tuple[float, float] = (2.0, 8.0),
+        state_dtype: torch.dtype | None = None,
     ) -> None:
+        if state_dtype not in (None, torch.float32):
+            raise ValueError(
+                f"state_dtype must be None (the param dtype) or torch.float32, got {state_dtype!r}"
+            )
         if differentiable:
             raise NotImplementedError(
                 "Adan(differentiable=True) is not supported; use differentiable=False"
@@ -145,13 +157,14 @@ class Adan(Optimizer):
             reckless_steps=tuple(reckless_steps),
         )
         self.sharded = sharded
+        self.state_dtype = state_dtype
         self._packs: dict = {}
         self._warned: set[str] = set()
         super().__init__(params, defaults)
         if fused:
             for group in self.param_groups:
                 for p in group["params"]:
-                    reason = _fused_unavailable(local_tensor(p).device)
+                    reason = fused_unavailable(local_tensor(p).device)
                     if reason is None and p.dtype not in FUSED_DTYPES:
                         reason = f"fused Adan supports fp32/bf16/fp16 params, got {p.dtype}"
                     if reason is not None:
@@ -166,29 +179,25 @@ class Adan(Optimizer):
         self._adan_hooks = True
         self.register_state_dict_post_hook(_write_group_steps)
         self.register_load_state_dict_pre_hook(_migrate_checkpoint)
-        # loading replaces the groups and the state tensors: drop the CPU path's packs
-        self.register_load_state_dict_post_hook(_clear_packs)
+        self.register_load_state_dict_post_hook(_after_load)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["sharded"] = self.sharded
+        state["state_dtype"] = self.state_dtype
         return state
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Validate every hyperparameter of the group (the constructor's defaults included)."""
         merged = {**self.defaults, **param_group}
         _validate(merged)
-        if self.param_groups and merged["max_grad_norm"] != self.param_groups[0]["max_grad_norm"]:
-            raise ValueError(
-                "max_grad_norm is optimizer-wide (one global norm over all groups); got "
-                f"{merged['max_grad_norm']} for a new group but "
-                f"{self.param_groups[0]['max_grad_norm']} before. Set it once in the constructor."
-            )
+        self._check_group_max_grad_norm(merged["max_grad_norm"])
         super().add_param_group(param_group)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("sharded", False)
+        self.__dict__.setdefault("state_dtype", None)
         self.__dict__.setdefault("_packs", {})
         self.__dict__.setdefault("_warned", set())
         if not self.__dict__.get("_adan_hooks"):
@@ -232,86 +241,89 @@ class Adan(Optimizer):
         neg_pre_grads: list[Tensor],
         state_steps: list[Tensor],
     ) -> bool:
-        """Create missing state lazily and fill the lists (torch.optim's convention, which
-        torch.compile relies on: it runs this method eagerly while tracing ``step``)."""
+        """Create missing state lazily, bring existing state to the dtype and device it must have,
+        and fill the lists (torch.optim's convention, which torch.compile relies on: it runs this
+        method eagerly while tracing ``step``)."""
         lists = (params, grads, exp_avgs, exp_avg_sqs, exp_avg_diffs, neg_pre_grads, state_steps)
+        mode = group["acceleration_mode"]
         for p in group["params"]:
             if p.grad is None:
                 continue
             grad = p.grad
-            if grad.is_sparse:
-                raise RuntimeError(
-                    "Adan does not support sparse gradients; use a dense embedding "
-                    "(nn.Embedding(sparse=False)) or torch.optim.SparseAdam for that parameter"
-                )
+            check_dense_grad(self, p)
             if torch.is_complex(p):
                 raise TypeError(
                     "Adan does not support complex parameters; optimize torch.view_as_real(p) "
                     "as a real parameter instead"
                 )
-            if group["acceleration_mode"] != "none" and p.dtype not in (
-                torch.float32,
-                torch.float64,
-            ):
+            if mode != "none" and p.dtype not in (torch.float32, torch.float64):
                 raise TypeError(
-                    f"acceleration_mode={group['acceleration_mode']!r} needs fp32 or fp64 params, "
-                    f"got {p.dtype}; keep fp32 master weights (e.g. torch.autocast) for Win modes"
+                    f"acceleration_mode={mode!r} needs fp32 or fp64 params, got {p.dtype}; keep "
+                    "fp32 master weights (e.g. torch.autocast) for Win modes"
                 )
             state = self.state[p]
+            wanted = self._wanted_state(group, p, grad)
             if "exp_avg" not in state:
-                device = local_tensor(p).device
-                on_device = group["capturable"] or group["fused"] or device.type == "cuda"
-                state["step"] = torch.zeros(
-                    (), dtype=torch.float32, device=device if on_device else "cpu"
-                )
-                for key in ("exp_avg", "exp_avg_sq", "exp_avg_diff"):
-                    state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["neg_pre_grad"] = torch.zeros_like(
-                    p, dtype=grad.dtype, memory_format=torch.preserve_format
-                )
-            for key in {"none": (), "win": ("x",), "win2": ("x", "y")}[group["acceleration_mode"]]:
-                if key not in state:
-                    state[key] = p.detach().clone(memory_format=torch.preserve_format)
-            for out, t in zip(
-                lists,
-                (
-                    p,
-                    grad,
-                    state["exp_avg"],
-                    state["exp_avg_sq"],
-                    state["exp_avg_diff"],
-                    state["neg_pre_grad"],
-                    state["step"],
-                ),
-            ):
-                out.append(t)
+                for key, (dtype, _) in wanted.items():
+                    if key == "step":
+                        state[key] = torch.zeros((), dtype=dtype, device=wanted[key][1])
+                    elif key in ("x", "y"):  # Win: x0 = y0 = p0, taken before the update
+                        state[key] = p.detach().clone(memory_format=torch.preserve_format)
+                    else:
+                        state[key] = torch.zeros_like(
+                            p, dtype=dtype, memory_format=torch.preserve_format
+                        )
+            else:
+                self._reconcile_state(p, state, wanted)
+            for out, key in zip(lists, ("p", "grad", *_STATE_KEYS, "step")):
+                out.append(p if key == "p" else grad if key == "grad" else state[key])
         return False  # no complex params: they are refused above
 
-    def _choose_impl(self, group: dict[str, Any], params: list[Tensor]) -> str:
-        """The implementation for this group, decided now from what can actually run here."""
-        if torch.compiler.is_compiling():
-            return "foreach"  # Dynamo traces the foreach math and fuses it itself
-        devices = {p.device for p in params}
-        dtypes = {p.dtype for p in params}
-        fusable = len(devices) == 1 and dtypes <= set(FUSED_DTYPES)
-        device = next(iter(devices))
-        if group["fused"]:
-            reason = _fused_unavailable(device) if fusable else "mixed devices or fp64 params"
-            if reason is None:
-                return "fused"
+    def _wanted_state(
+        self, group: dict[str, Any], p: Tensor, grad: Tensor
+    ) -> dict[str, tuple[Any, torch.device]]:
+        """What each state entry must be: ``{key: (dtype, device)}``; for ``step``, the device
+        twice (a 0-d fp32 tensor on the params' device when a kernel reads it there)."""
+        device = local_tensor(p).device
+        fp32 = self.state_dtype == torch.float32
+        moments = torch.float32 if fp32 and p.dtype in _LOW_PRECISION else p.dtype
+        prev = torch.float32 if fp32 and grad.dtype in _LOW_PRECISION else grad.dtype
+        on_device = group["capturable"] or group["fused"] or device.type != "cpu"
+        step_device = device if on_device else torch.device("cpu")
+        wanted: dict[str, tuple[Any, torch.device]] = {
+            "exp_avg": (moments, device),
+            "exp_avg_sq": (moments, device),
+            "exp_avg_diff": (moments, device),
+            "neg_pre_grad": (prev, device),
+            "step": (torch.float32, step_device),
+        }
+        for key in win_state_names(group["acceleration_mode"]):
+            wanted[key] = (p.dtype, device)
+        return wanted
+
+    def _reconcile_state(
+        self, p: Tensor, state: dict[str, Any], wanted: dict[str, tuple[Any, torch.device]]
+    ) -> None:
+        """Cast state that no longer matches its parameter (``model.to(torch.bfloat16)`` after
+        some steps, a checkpoint from another device...) instead of letting a kernel misread it."""
+        for key, (dtype, device) in wanted.items():
+            t = state.get(key)
+            if key == "step":
+                if t.device != device or t.dtype != dtype:  # a restored CPU step, say
+                    state[key] = t.to(device=device, dtype=dtype)
+                continue
+            if t is None:  # a Win buffer missing from a plain checkpoint: start from p, as step 1
+                state[key] = p.detach().clone(memory_format=torch.preserve_format)
+                continue
+            if t.dtype == dtype and local_tensor(t).device == device:
+                continue
             self._warn_once(
-                f"fused={group['fused']} (possibly restored from a checkpoint) cannot run here: "
-                f"{reason}. Falling back to the best available implementation."
+                f"state {key!r} of a {p.dtype} parameter was {t.dtype} on "
+                f"{local_tensor(t).device} (did the model change dtype or device after some "
+                f"steps?); casting it to {dtype} on {device}. Pass state_dtype=torch.float32 to "
+                "keep fp32 state for bf16/fp16 params."
             )
-        if group["foreach"] is False:
-            return "single"
-        if group["foreach"]:
-            return "foreach"
-        if fusable and device.type == "cuda" and _fused_unavailable(device) is None:
-            return "fused"
-        if fusable and device.type == "cpu" and not group["capturable"]:
-            return "cpu_fused"
-        return "foreach"
+            state[key] = t.to(device=device, dtype=dtype)
 
     def _warn_once(self, message: str) -> None:
         if message not in self._warned:
@@ -337,14 +349,12 @@ class Adan(Optimizer):
             per_group.append(lists)
         all_grads = [g for lists in per_group for g in lists[1]]
         if not all_grads:
-            if self.sharded and any(g["max_grad_norm"] > 0 for g in self.param_groups):
+            if self.sharded and self._max_grad_norm() > 0:
                 global_grad_norm([], sharded=True)  # join the other ranks' all-reduce
             return loss
 
-        grad_scale: Tensor | None = getattr(self, "grad_scale", None)
         found_inf: Tensor | None = getattr(self, "found_inf", None)
-        grad_mul = self._grad_multiplier(all_grads, grad_scale)
-
+        grad_mul = self._grad_multiplier(all_grads, getattr(self, "grad_scale", None))
         for group, lists in zip(self.param_groups, per_group):
             if not lists[0]:
                 continue
@@ -363,31 +373,22 @@ class Adan(Optimizer):
         grad_mul: Tensor | None,
         found_inf: Tensor | None,
     ) -> None:
-        """One Adan step of a group's tensors with the implementation chosen for them."""
-        impl = self._choose_impl(group, lists[0])
-        if impl == "cpu_fused":
-            pairs = {(p.dtype, g.dtype) for p, g in zip(lists[0], lists[1])}
-            if not _cpu_fused.ready(pairs):
-                impl = "foreach"
-        device = lists[0][0].device
-        if impl == "fused":
-            lists[6] = self._steps_on(group, device)
-        mul = grad_mul.to(device, non_blocking=True) if grad_mul is not None else None
-        lr = group["lr"]
-        if isinstance(lr, Tensor) and impl in ("fused", "foreach"):
-            lr = lr.to(device, non_blocking=True)
+        """One Adan step of a group's tensors; ``functional.adan`` chooses the implementation."""
         adan(
             *lists,
-            lr=lr,
+            lr=group["lr"],
             betas=group["betas"],
             eps=group["eps"],
             weight_decay=group["weight_decay"],
             no_prox=group["no_prox"],
             maximize=group["maximize"],
-            grad_mul=mul,
+            grad_mul=grad_mul,
             found_inf=found_inf,
-            impl=impl,
-            cache=self._packs.setdefault(id(group), {}) if impl == "cpu_fused" else None,
+            foreach=group["foreach"],
+            fused=group["fused"],
+            capturable=group["capturable"],
+            cache=self._packs.setdefault(id(group), {}),
+            warn=self._warn_once,
         )
 
     def _win_update(
@@ -408,59 +409,25 @@ class Adan(Optimizer):
         mode = group["acceleration_mode"]
         with_grad = [p for p in group["params"] if p.grad is not None]
         xs = [local_tensor(self.state[p]["x"]) for p in with_grad]
-        ys = [local_tensor(self.state[p]["y"]) for p in with_grad] if mode == "win2" else None
+        ys = [local_tensor(self.state[p]["y"]) for p in with_grad] if mode == "win2" else xs
         lr = float(group["lr"])
         wd = group["weight_decay"]
         lr_u = [x.clone() for x in xs]
         self._adan_update(group, [xs, *lists[1:]], grad_mul, found_inf=None)
         torch._foreach_add_(lr_u, xs, alpha=-(1.0 + lr * wd))
-        buckets: dict[tuple, list[int]] = {}
-        for i, p in enumerate(lists[0]):
-            buckets.setdefault((p.device, p.dtype), []).append(i)
-        for idx in buckets.values():
+        seqs = [lists[0], xs, ys, lr_u]
+        for p_b, x_b, y_b, u_b in bucketize(seqs, device_dtype_key(lists[0])).values():
             win_reckless_lines_(
-                [lists[0][i] for i in idx],
-                [xs[i] for i in idx],
-                [ys[i] for i in idx] if ys is not None else None,
-                [lr_u[i] for i in idx],
+                p_b,
+                x_b,
+                y_b if mode == "win2" else None,
+                u_b,
                 lr=lr,
                 update_scale=1.0,
                 weight_decay=wd,
                 reckless_steps=group["reckless_steps"],
                 mode=mode,
             )
-
-    def _steps_on(self, group: dict[str, Any], device: torch.device) -> list[Tensor]:
-        """Per-parameter steps moved (once) to ``device``, where the fused kernel reads them."""
-        steps = []
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            st = self.state[p]
-            if st["step"].device != device:
-                st["step"] = st["step"].to(device=device, dtype=torch.float32)
-            steps.append(st["step"])
-        return steps
-
-    def _grad_multiplier(self, grads: list[Tensor], grad_scale: Tensor | None) -> Tensor | None:
-        """Clip factor divided by the AMP scale, as a device tensor (None when both are absent)."""
-        max_norms = {group["max_grad_norm"] for group in self.param_groups}
-        if len(max_norms) > 1:
-            raise ValueError(
-                f"max_grad_norm must be the same in every param group (it clips one global norm); "
-                f"got {sorted(max_norms)}"
-            )
-        max_norm = max_norms.pop()
-        mul = None
-        if max_norm > 0:
-            norm = global_grad_norm(grads, sharded=self.sharded)
-            if grad_scale is not None:
-                norm = norm / grad_scale.to(norm.device)
-            mul = clip_factor(norm, max_norm, self.defaults["eps"])
-        if grad_scale is not None:
-            inv = grad_scale.double().reciprocal().float()
-            mul = inv if mul is None else mul * inv.to(mul.device)
-        return mul
 
 
 def _validate(hp: dict[str, Any]) -> None:
@@ -505,8 +472,24 @@ def _validate(hp: dict[str, Any]) -> None:
             raise ValueError(f"Invalid {name}={value!r}: must be a finite number >= 0")
 
 
-def _clear_packs(optimizer: Optimizer) -> None:
+def _after_load(optimizer: Optimizer) -> None:
+    """Drop the CPU path's packs (loading replaced the state tensors), and undo torch's cast of
+    every state to the param dtype where ``state_dtype`` asks for fp32 state."""
     optimizer._packs.clear()
+    saved = optimizer.__dict__.pop("_loaded_state", None)
+    if saved is None or optimizer.state_dtype is None:
+        return
+    state, saved_groups = saved
+    ids = [i for g in saved_groups for i in g["params"]]
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for index, p in zip(ids, params):
+        if index not in state or p.dtype not in _LOW_PRECISION:
+            continue
+        for key in _STATE_KEYS:
+            original = state[index][key]
+            optimizer.state[p][key] = original.to(
+                device=local_tensor(p).device, dtype=torch.float32
+            )
 
 
 def _write_group_steps(optimizer: Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
@@ -519,24 +502,43 @@ def _write_group_steps(optimizer: Optimizer, state_dict: dict[str, Any]) -> dict
     return state_dict
 
 
+def _refuse_foreign(idx: Any, st: dict[str, Any], group: dict[str, Any]) -> None:
+    """Raise for a state whose keys or contents mean something else than the official layout."""
+    foreign = [k for k in st if k in _FOREIGN_LAYOUTS]
+    if foreign:
+        raise ValueError(
+            f"this checkpoint's state uses the key {foreign[0]!r} of "
+            f"{_FOREIGN_LAYOUTS[foreign[0]]}, whose Adan state has a different meaning; it "
+            "cannot be loaded into adan_core.Adan. Convert it or restart the optimizer."
+        )
+    # timm's 2022 Adan used the official 2022 names but stored d under 'exp_avg_sq' and n under
+    # 'exp_avg_diff'; its groups have no max_grad_norm (the official ones always do). A negative
+    # 'exp_avg_sq' (an EMA of squares) betrays the swap whatever the group says.
+    swapped = "exp_avg_sq" in st and bool((st["exp_avg_sq"] < 0).any())
+    if swapped or ("pre_grad" in st and "max_grad_norm" not in group):
+        raise ValueError(
+            f"the state of parameter {idx} looks like timm's 2022 Adan (keys 'pre_grad', "
+            "'exp_avg_sq', 'exp_avg_diff' with exp_avg_sq and exp_avg_diff swapped"
+            + (", negative values in exp_avg_sq" if swapped else ", no max_grad_norm in its group")
+            + "); loading it would mix up the second moment and the gradient-difference EMA. "
+            "Restart the optimizer, or swap the two entries and set neg_pre_grad = -pre_grad."
+        )
+
+
 def _migrate_checkpoint(optimizer: Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
-    """Accept the official layouts (current and the 2022 ``pre_grad`` one), reject foreign ones."""
+    """Accept the official layouts (current and the 2022 ``pre_grad`` one), reject foreign ones,
+    and keep the live optimizer's implementation flags."""
     state = {k: dict(v) for k, v in state_dict["state"].items()}
     groups = [dict(g) for g in state_dict["param_groups"]]
-    group_step = {i: g.get("step", 0) for g in groups for i in g["params"]}
+    group_of = {i: g for g in groups for i in g["params"]}
     for idx, st in state.items():
-        foreign = [k for k in st if k in _FOREIGN_LAYOUTS]
-        if foreign:
-            raise ValueError(
-                f"this checkpoint's state uses the key {foreign[0]!r} of "
-                f"{_FOREIGN_LAYOUTS[foreign[0]]}, whose Adan state has a different meaning; it "
-                "cannot be loaded into adan_core.Adan. Convert it or restart the optimizer."
-            )
+        _refuse_foreign(idx, st, group_of.get(idx, {}))
         if "pre_grad" in st and "neg_pre_grad" not in st:
             st["neg_pre_grad"] = -st.pop("pre_grad")
         if "step" not in st:
-            st["step"] = torch.tensor(float(group_step.get(idx, 0)), dtype=torch.float32)
-        missing = {"exp_avg", "exp_avg_sq", "exp_avg_diff", "neg_pre_grad"} - st.keys()
+            step = group_of.get(idx, {}).get("step", 0)
+            st["step"] = torch.tensor(float(step), dtype=torch.float32)
+        missing = set(_STATE_KEYS) - st.keys()
         if missing:
             raise ValueError(
                 f"checkpoint state for parameter {idx} lacks {sorted(missing)}; it is not an Adan "
@@ -552,4 +554,7 @@ def _migrate_checkpoint(optimizer: Optimizer, state_dict: dict[str, Any]) -> dic
                 f"but the optimizer uses {current.get('acceleration_mode', 'none')!r}; the state "
                 "differs (x/y buffers), so construct the optimizer with the checkpoint's mode"
             )
+        for key in _IMPLEMENTATION_FLAGS:
+            saved[key] = current[key]
+    optimizer._loaded_state = (state, groups)
     return {**state_dict, "state": state, "param_groups": groups}

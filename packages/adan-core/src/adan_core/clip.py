@@ -22,23 +22,23 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ._grouping import bucketize, device_dtype_key
 from ._layout import is_dtensor, local_tensor
 
 __all__ = ["global_grad_norm", "clip_factor"]
 
 
 def _local_sum_of_squares(grads: Sequence[Tensor], out_device: torch.device) -> Tensor:
-    """Sum of g**2 over plain tensors, computed per (device, dtype) with fp32/fp64 accumulation."""
-    buckets: dict[tuple[torch.device, torch.dtype], list[Tensor]] = defaultdict(list)
-    for g in grads:
-        buckets[(g.device, g.dtype)].append(g)
-    acc_dtype = torch.float64 if any(dt == torch.float64 for _, dt in buckets) else torch.float32
+    """Sum of g**2 over plain tensors, per (device, dtype) bucket, accumulated in fp32, or in fp64
+    for every bucket as soon as one gradient is fp64 (so the fp32 part loses nothing either)."""
+    buckets = bucketize([grads], device_dtype_key(grads))
+    precise = any(dtype == torch.float64 for _, dtype in buckets)
+    acc_dtype = torch.float64 if precise else torch.float32
     total = torch.zeros((), dtype=acc_dtype, device=out_device)
-    for (_, dtype), bucket in buckets.items():
-        norm_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-        norms = torch._foreach_norm(bucket, 2, dtype=norm_dtype)
+    for (bucket,) in buckets.values():
+        norms = torch._foreach_norm(bucket, 2, dtype=acc_dtype)
         sq = torch.stack(norms).square().sum()
-        total = total + sq.to(device=out_device, dtype=acc_dtype)
+        total = total + sq.to(device=out_device)
     return total
 
 

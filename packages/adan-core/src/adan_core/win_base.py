@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
-from .clip import clip_factor, global_grad_norm
+from ._base import ClippedOptimizer, check_dense_grad
+from ._grouping import bucketize, device_dtype_key
 from .win_core import check_acceleration_mode, check_reckless_steps, win_state_names
 
 __all__ = ["WinOptimizerBase"]
@@ -65,16 +64,13 @@ def check_max_grad_norm(max_grad_norm: Any) -> float:
     return float(max_grad_norm)
 
 
-class WinOptimizerBase(Optimizer):
+class WinOptimizerBase(ClippedOptimizer):
     """Base class: subclasses implement ``_init_param_state`` and ``_update``.
 
     Clipping is optimizer-wide: the threshold ``C`` and the clipping eps are the constructor's
     ``max_grad_norm`` and ``eps`` (never a group's), the norm runs over every grad of every group in
     fp32 (fp64 for fp64 grads) and the factor stays on the device. ``p.grad`` is never modified.
     """
-
-    #: LAMB clips with min(1, C/G) (no eps); the others with min(1, C/(G + eps)).
-    _clip_uses_eps: bool = True
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
         defaults["max_grad_norm"] = check_max_grad_norm(defaults.get("max_grad_norm"))
@@ -180,14 +176,6 @@ class WinOptimizerBase(Optimizer):
         raise NotImplementedError
 
     # -------------------------------------------------------------------------------- step
-    def _clip_multiplier(self, grads: list[Tensor]) -> Tensor | None:
-        max_norm = self.defaults["max_grad_norm"]
-        if not max_norm or not grads:
-            return None
-        norm = global_grad_norm(grads)
-        eps = self.defaults["eps"] if self._clip_uses_eps else 0.0
-        return clip_factor(norm, max_norm, eps)
-
     def _prepare_state(self, group: dict[str, Any], p: Tensor) -> dict[str, Any]:
         """Create the state on the first step; reconcile the Win buffers with the group's mode."""
         state = self.state[p]
@@ -227,13 +215,12 @@ class WinOptimizerBase(Optimizer):
             check_acceleration_mode(group["acceleration_mode"])  # catches edits after construction
             params = [p for p in group["params"] if p.grad is not None]
             for p in params:
-                if p.grad.is_sparse:
-                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                check_dense_grad(self, p)
             grads = [p.grad for p in params]
             all_grads.extend(grads)
             work.append((group, params, grads))
 
-        multiplier = self._clip_multiplier(all_grads)
+        multiplier = self._grad_multiplier(all_grads) if all_grads else None
         for group, params, grads in work:
             if not params:
                 continue
@@ -241,18 +228,11 @@ class WinOptimizerBase(Optimizer):
             foreach = group["foreach"]
             if foreach is None:
                 foreach = _default_foreach(params)
-            buckets: dict[tuple[torch.device, torch.dtype], list[int]] = defaultdict(list)
-            for i, p in enumerate(params):
-                buckets[(p.device, p.dtype)].append(i)
-            for (device, _), idx in buckets.items():
-                b_params = [params[i] for i in idx]
-                b_grads = [grads[i] for i in idx]
-                b_states = [states[i] for i in idx]
+            buckets = bucketize([params, grads, states], device_dtype_key(params))
+            for b_params, b_grads, b_states in buckets.values():
                 private = False
                 if multiplier is not None:
-                    factor = multiplier.to(device, non_blocking=True)
-                    if factor.dtype != b_params[0].dtype and factor.dtype == torch.float64:
-                        factor = factor.float()  # fp64 norm from other groups; fp32 is enough here
+                    factor = multiplier.to(b_params[0].device, non_blocking=True)
                     if foreach:
                         b_grads = list(torch._foreach_mul(b_grads, factor))
                     else:
