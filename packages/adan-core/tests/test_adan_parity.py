@@ -95,6 +95,14 @@ CASES = {
         assign=[0, 1, 0, 1, 1],
         max_grad_norm=1.5,
     ),
+    # the clip eps is the constructor's (1e-8), not a group's: with norms near 1e-3 a group eps of
+    # 0.5 in the clip factor would change every step
+    "clip_eps_is_the_constructors": dict(
+        groups_hp=[hp(lr=1e-2, eps=1e-3), hp(lr=1e-2, eps=0.5)],
+        assign=[0, 1, 1, 0, 1],
+        max_grad_norm=1e-3,
+        grad_scale=1e-3,
+    ),
     "params_without_grads": dict(
         groups_hp=[hp(lr=1e-2, wd=0.05)], assign=[0] * 5, missing={1: {0, 1, 2}, 3: {5, 9}}
     ),
