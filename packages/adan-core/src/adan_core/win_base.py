@@ -109,11 +109,17 @@ class WinOptimizerBase(ClippedOptimizer):
                 f"{self.defaults['max_grad_norm']!r})"
             )
 
+    # Keys that torch.optim.Optimizer.__setstate__ adds to ``defaults`` for its own use. They are
+    # not hyperparameters of these optimizers, so copying them into the groups would make a loaded
+    # optimizer's state_dict() differ from the checkpoint it was loaded from.
+    _TORCH_ONLY_DEFAULTS = frozenset({"differentiable"})
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        for group in self.param_groups:
+        for group in self.param_groups:  # older checkpoints may lack newer hyperparameters
             for key, value in self.defaults.items():
-                group.setdefault(key, value)
+                if key not in self._TORCH_ONLY_DEFAULTS:
+                    group.setdefault(key, value)
         for param_state in self.state.values():
             step = param_state.get("step")
             if isinstance(step, Tensor):  # a torch.optim checkpoint: its steps are CPU tensors
