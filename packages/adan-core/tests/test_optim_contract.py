@@ -214,6 +214,14 @@ def test_lr_schedulers_drive_the_step(config, scheduler):
             group["lr"] = lr
         _train(twin_opt, twin, steps=1)
 
+    constant = LeastSquares(seed=2)  # the same run without the schedule must end elsewhere
+    constant_opt = config.make(
+        [dict(params=[constant.weight]), dict(params=[constant.bias], lr=0.5 * base_lr)],
+        lr=base_lr,
+    )
+    _train(constant_opt, constant, steps=len(used))
+    assert not torch.equal(constant.weight.detach(), problem.weight.detach()), "lr was ignored"
+
     assert used[-1][0] < 0.5 * base_lr, f"the schedule did not lower the lr: {used[-1]}"
     assert len({lrs[0] for lrs in used}) > 2
     assert problem.excess() < 0.3 * start
