@@ -332,16 +332,10 @@ def test_edge_case_every_feature_at_once(path, dtype):
 
 
 # ------------------------------------------------------------------------- regressions found
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the compiled CPU kernel specialises on dtype and on size 0 / 1 / >= 2; past "
-    "dynamo's recompile_limit the serial kernel's error is swallowed (fallback to the parallel "
-    "kernel) and the parallel kernel's error escapes step() after the step counts were "
-    "incremented. It should fall back to the foreach path instead.",
-)
 def test_cpu_fused_survives_many_specialisations(monkeypatch):
-    """Found by the fuzz (3 dtypes x packs of 0, 1 and n elements in one process). The default
-    limit is 8; a limit of 2 reaches the same failure with a few compiles."""
+    """Found by the fuzz (3 dtypes x packs of 0, 1 and n elements in one process): past dynamo's
+    recompile_limit the compiled CPU kernel used to raise out of step() after the step counts
+    were incremented. The default limit is 8; a limit of 2 reaches it with a few compiles."""
     from adan_core import _cpu_fused
 
     monkeypatch.setattr(_cpu_fused, "_serial_failed", False)

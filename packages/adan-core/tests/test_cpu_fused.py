@@ -116,10 +116,12 @@ def test_low_precision_params_with_fp32_state_match_the_reference(dtypes):
 
 
 def test_model_cast_to_bf16_after_some_steps_keeps_fp32_state():
-    """Issue item 1: ``model.to(torch.bfloat16)`` mid-training used to crash inside the pack."""
+    """Issue item 1: ``model.to(torch.bfloat16)`` mid-training used to crash inside the pack.
+    With state_dtype=float32 the fp32 state is kept (without it, the optimizer casts the state to
+    bf16 with a warning: test_adan_hardening)."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Linear(16, 4))
-    opt = Adan(model.parameters(), lr=LR, weight_decay=WD)
+    opt = Adan(model.parameters(), lr=LR, weight_decay=WD, state_dtype=torch.float32)
     x = torch.randn(5, 8)
     for _ in range(2):
         model(x).square().sum().backward()

@@ -361,7 +361,7 @@ def choose_impl(
     if fusable and device.type == "cpu" and not capturable:
         from . import _cpu_fused
 
-        if _cpu_fused.ready({(dtypes[0], dtypes[1])}):  # MERGE: (P, G, S, N) keys
+        if _cpu_fused.ready({(dtypes[0], dtypes[1], dtypes[2], dtypes[5])}):
             return "cpu_fused", note
     return "foreach", note
 
