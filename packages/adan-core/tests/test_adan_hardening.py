@@ -65,7 +65,8 @@ def test_fp32_state_for_bf16_params(path):
             # p is rounded to bf16 once per step; the state is not rounded at all
             torch.testing.assert_close(p.double(), ref.p[i], rtol=8e-3, atol=1e-5)
             ref.p[i] = p.detach().double().clone()
-            torch.testing.assert_close(opt.state[p]["exp_avg_sq"].double(), ref.n[i], rtol=1e-5, atol=1e-9)
+            n = opt.state[p]["exp_avg_sq"].double()
+            torch.testing.assert_close(n, ref.n[i], rtol=1e-5, atol=1e-9)
     assert all(opt.state[p][k].dtype == torch.float32 for p in params for k in opt.state[p])
 
 
