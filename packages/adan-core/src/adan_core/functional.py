@@ -310,15 +310,16 @@ def fused_unavailable(device: torch.device) -> str | None:
     return _triton_adan.unavailable_reason(device)
 
 
-def _fused_problem(device: torch.device, dtypes: tuple[torch.dtype, ...]) -> str | None:
+def _fused_problem(
+    device: torch.device, dtypes: tuple[torch.dtype, ...], kernel_flags: dict
+) -> str | None:
     """Why the Triton kernel cannot run this bucket, or None if it can (compiled and ready)."""
     reason = fused_unavailable(device)
     if reason is None:
         from . import _triton_adan
 
-        probe = getattr(_triton_adan, "compile_failure", None)
-        if probe is not None:
-            reason = probe(device, dtypes)
+        p, g, m, _, _, neg = dtypes
+        reason = _triton_adan.compile_failure(device, (p, g, m, neg), **kernel_flags)
     return reason
 
 
@@ -329,20 +330,25 @@ def choose_impl(
     fused: bool | None,
     foreach: bool | None,
     capturable: bool,
+    kernel_flags: dict | None = None,
 ) -> tuple[str, str | None]:
     """The implementation for one bucket, decided from what can actually run here.
 
     ``dtypes`` are the bucket's (param, grad, exp_avg, exp_avg_sq, exp_avg_diff, neg_pre_grad)
     dtypes. Returns ``(implementation, note)``; the note, when not None, says why a requested or
     expected implementation could not run (the caller warns once). Nothing is touched here: the
-    compiled kernels are probed on private tensors.
+    compiled kernels are probed on private tensors. ``kernel_flags`` name the fused kernel's
+    specialisation (see ``_triton_adan.compile_failure``).
     """
+    kernel_flags = kernel_flags or {}
     if torch.compiler.is_compiling():
         return "foreach", None  # Dynamo traces the foreach math and fuses it itself
     fusable = all(dt in FUSED_DTYPES for dt in dtypes) and len(set(dtypes[2:5])) == 1
     note = None
     if fused:
-        reason = _fused_problem(device, dtypes) if fusable else f"dtypes {_names(dtypes)}"
+        reason = (
+            _fused_problem(device, dtypes, kernel_flags) if fusable else f"dtypes {_names(dtypes)}"
+        )
         if reason is None:
             return "fused", None
         note = (
@@ -354,7 +360,7 @@ def choose_impl(
     if foreach:
         return "foreach", note
     if fusable and device.type == "cuda":
-        reason = _fused_problem(device, dtypes)
+        reason = _fused_problem(device, dtypes, kernel_flags)
         if reason is None:
             return "fused", note
         return "foreach", note or f"the fused kernel cannot run ({reason}); using foreach"
@@ -430,12 +436,24 @@ def adan(
     hp = AdanHyper(lr, betas, eps, weight_decay, no_prox, maximize)
     lists = (params, grads, exp_avgs, exp_avg_sqs, exp_avg_diffs, neg_pre_grads, state_steps)
     buckets = bucketize(lists, role_dtypes_key(*lists[:6]))
+    kernel_flags = dict(
+        lr_is_tensor=isinstance(lr, Tensor),
+        has_grad_mul=grad_mul is not None,
+        has_found_inf=found_inf is not None,
+        no_prox=no_prox,
+        maximize=maximize,
+    )
     plan = []
     for (device, *dtypes), bucket in buckets.items():
         chosen = impl
         if chosen is None:
             chosen, note = choose_impl(
-                device, tuple(dtypes), fused=fused, foreach=foreach, capturable=capturable
+                device,
+                tuple(dtypes),
+                fused=fused,
+                foreach=foreach,
+                capturable=capturable,
+                kernel_flags=kernel_flags,
             )
             if note is not None:
                 (warn or _warn)(note)
