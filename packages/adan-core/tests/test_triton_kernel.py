@@ -250,6 +250,8 @@ def test_scalars_are_moved_to_the_params_device():
     meta = torch.device("meta")
     moved = tk._scalar_on(torch.tensor(0.5), meta, "grad_mul")
     assert moved.device == meta and moved.dtype == F32
+    as_fp32 = tk._scalar_on(torch.tensor(0.5, dtype=torch.float64), torch.device("cpu"), "lr")
+    assert as_fp32.dtype == F32 and as_fp32.item() == 0.5
     same = torch.tensor(1.0)
     assert tk._scalar_on(same, torch.device("cpu"), "found_inf") is same
     assert tk._scalar_on(None, meta, "found_inf") is None
@@ -428,7 +430,7 @@ def test_a_tensor_lr_is_read_on_the_device():
     _check_steps_against_reference(bucket, steps=3, lr=torch.tensor(3e-2), ref_lr=3e-2)
 
 
-def test_a_float64_tensor_lr_is_read_as_its_own_dtype():
+def test_a_float64_tensor_lr_is_read_as_fp32():
     bucket = Bucket([1030], (BF16, BF16, F32, F32), seed=6)
     lr = torch.tensor(3e-2, dtype=torch.float64)
     _check_steps_against_reference(bucket, steps=2, lr=lr, ref_lr=3e-2)

@@ -423,16 +423,20 @@ def _tables(rows: list[tuple[int, ...]], numels: list[int], device: torch.device
 
 
 def _scalar_on(t: Tensor | None, device: torch.device, name: str) -> Tensor | None:
-    """A scalar the kernel reads through a pointer, on the params' device (torch's fused AdamW
-    moves found_inf and the grad scale the same way)."""
+    """A scalar the kernel reads through a pointer, as fp32 on the params' device.
+
+    torch's fused AdamW moves found_inf and the grad scale the same way. One dtype (fp32) keeps
+    the launch on the specialisation :func:`compile_failure` probed (a pointer's dtype is part of
+    Triton's signature); a scalar already fp32 on the device is used as is, with no copy.
+    """
     if t is None:
         return None
     if t.numel() != 1:
         raise ValueError(f"{name} must be a 0-d tensor, got shape {tuple(t.shape)}")
-    if t.device == device:
+    if t.device == device and t.dtype == torch.float32:
         return t
     # non_blocking only towards CUDA: a non-blocking copy to the host may not be done when read.
-    return t.to(device, non_blocking=device.type == "cuda")
+    return t.to(device, torch.float32, non_blocking=device.type == "cuda")
 
 
 _dummies: dict[torch.device, Tensor] = {}
@@ -624,7 +628,8 @@ def _compile_ahead(plan: _Launch) -> None:
     if interpreter_enabled():
         return
     key = (plan.device, tuple(plan.constexprs.items()))
-    key += tuple(a.data_ptr() % ALIGN_BYTES == 0 for a in plan.args if isinstance(a, Tensor))
+    tensors = [a for a in plan.args if isinstance(a, Tensor)]
+    key += tuple((a.dtype, a.data_ptr() % ALIGN_BYTES == 0) for a in tensors)
     if key in _compiled:
         return
     with _device_context(plan.device):
