@@ -525,6 +525,9 @@ class _Launch:
     steps: list[Tensor]
     found_inf: Tensor | None
     write_back: list[tuple[tuple[Tensor, ...], tuple[Tensor, ...]]] = field(default_factory=list)
+    # dense copies the kernel only reads (a strided grad): the table holds their raw addresses,
+    # so the plan must keep them alive until the launch
+    read_only: list[Tensor] = field(default_factory=list)
 
 
 def fused_adan(
@@ -589,6 +592,7 @@ def _plan_launch(device, tensors, constexprs, hp, lr, mul, inf) -> _Launch:
             originals = (p, m, n, d, neg)
             p, g, m, n, d, neg = (t.contiguous() for t in (p, g, m, n, d, neg))
             plan.write_back.append((originals, (p, m, n, d, neg)))
+            plan.read_only.append(g)
         rows.append(tuple(t.data_ptr() for t in (p, g, m, n, d, neg, step)))
         numels.append(p.numel())
     if not rows:
