@@ -296,3 +296,21 @@ def test_bias_corrections_use_the_step_counted_after_the_update():
     opt.step()
     assert float(opt.state[p]["step"]) == 1
     assert math.isclose(float(p), 0.9, rel_tol=1e-6)  # a full first step: t = 1
+
+
+def test_cuda_bucket_whose_kernel_fails_to_compile_falls_back_to_foreach(monkeypatch):
+    """The automatic choice on CUDA (decided without touching a tensor): a kernel that does not
+    compile there means foreach, with a note saying why; a ready kernel means fused."""
+    import adan_core._triton_adan as triton_adan
+
+    cuda = torch.device("cuda", 0)
+    dtypes = (torch.float32,) * 6
+    monkeypatch.setattr(triton_adan, "unavailable_reason", lambda device: None)
+    monkeypatch.setattr(triton_adan, "compile_failure", lambda *a, **k: "CompilationError: boom")
+    impl, note = functional.choose_impl(cuda, dtypes, fused=None, foreach=None, capturable=False)
+    assert impl == "foreach" and "CompilationError: boom" in note
+    monkeypatch.setattr(triton_adan, "compile_failure", lambda *a, **k: None)
+    assert functional.choose_impl(cuda, dtypes, fused=None, foreach=None, capturable=False) == (
+        "fused",
+        None,
+    )
