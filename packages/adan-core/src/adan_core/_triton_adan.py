@@ -50,6 +50,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from ._grouping import bucketize
 from ._layout import dense_same_layout
 from .functional import AdanHyper
 
@@ -556,11 +557,9 @@ def fused_adan(
 def _plan(params, grads, ms, ns, ds, negs, steps, hp, grad_mul, found_inf) -> list[_Launch]:
     """Group, validate and prepare every launch of a call; reads but never writes."""
     lists = (params, grads, ms, ns, ds, negs, steps)
-    buckets: dict[tuple, list[int]] = {}
-    for i, tensors in enumerate(zip(*lists)):
-        buckets.setdefault(_bucket_key(i, tensors), []).append(i)
+    buckets = bucketize(lists, lambda i: _bucket_key(i, tuple(seq[i] for seq in lists)))
     plans = []
-    for (device, *dtypes), idx in buckets.items():
+    for (device, *dtypes), bucket in buckets.items():
         lr = _scalar_on(hp.lr, device, "lr") if isinstance(hp.lr, Tensor) else hp.lr
         mul = _scalar_on(grad_mul, device, "grad_mul")
         inf = _scalar_on(found_inf, device, "found_inf")
@@ -572,9 +571,8 @@ def _plan(params, grads, ms, ns, ds, negs, steps, hp, grad_mul, found_inf) -> li
             maximize=hp.maximize,
         )
         constexprs = _constexprs(dtypes, **flags)
-        for start in range(0, len(idx), MAX_TENSORS_PER_LAUNCH):
-            chunk = idx[start : start + MAX_TENSORS_PER_LAUNCH]
-            tensors = [[seq[i] for i in chunk] for seq in lists]
+        for start in range(0, len(bucket[0]), MAX_TENSORS_PER_LAUNCH):
+            tensors = [seq[start : start + MAX_TENSORS_PER_LAUNCH] for seq in bucket]
             plans.append(_plan_launch(device, tensors, constexprs, hp, lr, mul, inf))
     return plans
 
