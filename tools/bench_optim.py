@@ -21,9 +21,11 @@ Columns of the printed markdown table:
 * ``% copy``: GB/s as a percentage of a device-to-device ``dst.copy_(src)`` of a large buffer
   (read + write bytes counted), measured on the same device in the same run.
 * ``state MiB``: sum of ``nbytes`` of every tensor in ``optimizer.state`` (exact, any device).
-* ``peak MiB``: CUDA only: ``torch.cuda.max_memory_allocated`` during one steady-state step of
-  that optimizer alone (its parameters, the shared gradients and its state alive, plus the step's
-  temporaries). On CPU it is params + grads + state bytes, computed (temporaries not included).
+* ``peak MiB``: CUDA: ``torch.cuda.max_memory_allocated`` during one steady-state step of that
+  optimizer alone (its parameters, the shared gradients and its state alive, plus the step's
+  temporaries). CPU: params + grads + state bytes plus the measured temporaries.
+* ``temp MiB``: CPU only: peak bytes of the tensors one steady-state step allocates (counted at
+  the dispatcher by ``tools/memtrack.py``: torch keeps no CPU allocator statistics).
 
 Examples::
 
@@ -52,7 +54,9 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "packages" / "adan-core" / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adan_core import Adan  # noqa: E402
+from memtrack import peak_temporary_bytes  # noqa: E402
 
 MIB = 1 << 20
 
@@ -296,6 +300,16 @@ def _peak_cuda(spec: OptSpec, shapes, grads, cuda_graph: bool, warmup: int) -> i
     return peak
 
 
+def _cpu_temporaries(c: Contender) -> int | None:
+    """Peak temporaries of one step, or None where the counting mode cannot run: a
+    ``torch.compile``d kernel refuses to run under a Python dispatch mode."""
+    try:
+        return peak_temporary_bytes(c.step)
+    except RuntimeError as err:
+        _log(f"  {c.spec.name}: temporaries not measurable ({str(err).splitlines()[0][:80]})")
+        return None
+
+
 # ----------------------------------------------------------------------------- one size
 
 
@@ -356,6 +370,8 @@ def bench_size(
     rows = []
     for c in contenders:
         state_bytes = _state_bytes(c.opt)
+        # the counting mode slows the step, so it runs once, after the timed rounds
+        temp_bytes = _cpu_temporaries(c) if device.type == "cpu" else None
         rows.append(
             {
                 "optimizer": c.spec.name,
@@ -363,8 +379,9 @@ def bench_size(
                 "mode": c.mode,
                 "times_s": c.times,
                 "state_bytes": state_bytes,
-                # CPU: params + grads + state, computed; CUDA: replaced by the measured peak below.
-                "peak_bytes": 2 * param_bytes + state_bytes,
+                # CPU: params + grads + state + measured temporaries; CUDA: replaced below.
+                "peak_bytes": 2 * param_bytes + state_bytes + (temp_bytes or 0),
+                "temp_bytes": temp_bytes,
                 "peak_measured": False,
                 "model_bytes_per_param": model_bytes_per_param(c.spec.family, dtype),
             }
@@ -480,7 +497,8 @@ def render(meta: dict, results: list[dict]) -> str:
             "torch.cuda.max_memory_allocated during one steady-state step of that optimizer "
             "alone (params + grads + state + step temporaries)"
             if cuda
-            else "params + grads + state, computed (CPU: step temporaries not included)"
+            else "params + grads + state + temp MiB; temp MiB = peak bytes of the tensors one "
+            "steady-state step allocates (tools/memtrack.py, counted at the dispatcher)"
         ),
     ]
     if meta.get("official_skipped"):
@@ -494,8 +512,8 @@ def render(meta: dict, results: list[dict]) -> str:
             f"per sample; copy bandwidth in these rounds: {res['copy_gbs']:.1f} GB/s.",
             "",
             "| optimizer | mode | median ms | p25-p75 ms | x AdamW fused | GB/s | % copy "
-            "| state MiB | peak MiB |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| state MiB | peak MiB | temp MiB |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in res["rows"]:
             out.append(
@@ -503,7 +521,8 @@ def render(meta: dict, results: list[dict]) -> str:
                 f"| {1e3 * r['p25_s']:.3f}-{1e3 * r['p75_s']:.3f} "
                 f"| {_fmt(r['x_adamw_fused'], '.2f')} | {r['gb_per_s']:.1f} "
                 f"| {r['pct_copy']:.0f} | {r['state_bytes'] / MIB:.1f} "
-                f"| {r['peak_bytes'] / MIB:.1f} |"
+                f"| {r['peak_bytes'] / MIB:.1f} "
+                f"| {_fmt(r['temp_bytes'] and r['temp_bytes'] / MIB, '.1f')} |"
             )
         for name, why in res["skipped"].items():
             out.append(f"\nSkipped `{name}`: {why}")
