@@ -55,8 +55,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "packages" / "adan-core" / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from adan_core import Adan  # noqa: E402
 from memtrack import peak_temporary_bytes  # noqa: E402
+
+from adan_core import Adan  # noqa: E402
 
 MIB = 1 << 20
 
