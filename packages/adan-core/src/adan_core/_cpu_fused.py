@@ -363,8 +363,9 @@ def _step_copied(tensors: Sequence[Tensor], coef: Tensor) -> None:
 
 
 def _flat(t: Tensor) -> Tensor:
-    """1-D view of a dense tensor's memory block; a plain view (one cheap call) when contiguous."""
-    return t.view(-1) if t.is_contiguous() else flat_view(t)
+    """1-D view of a dense tensor's memory block. Detached: a param's requires_grad would
+    otherwise fail a Dynamo guard of the probe-compiled code (a recompile at the first step)."""
+    return t.detach().view(-1) if t.is_contiguous() else flat_view(t)
 
 
 @torch.no_grad()  # writes params in place; also lets views skip detach()
