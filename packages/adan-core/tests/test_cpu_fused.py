@@ -161,8 +161,11 @@ def test_dtype_keys_and_tiny_packs_stay_within_the_recompile_limit(monkeypatch):
     monkeypatch.setattr(cf, "_compile_failed", None)  # a failure here must not leak out
     with torch._dynamo.config.patch(recompile_limit=1):
         for dtypes in [(F32, F32, F32, F32), (BF16, BF16, F32, F32)]:
-            for sizes in [(1,), (0,), (3, 4)]:
-                _check_one_step(Bucket(sizes, dtypes))
+            for sizes in [(1,), (0,), (3, 4), (5, cf.SMALL_NUMEL)]:
+                bucket = Bucket(sizes, dtypes)
+                for p in bucket.params:
+                    p.requires_grad_(True)  # real params: must not fail a guard of the probe
+                _check_one_step(bucket)
 
 
 # --- 2. nothing changes unless the update runs --------------------------------------------

@@ -311,13 +311,13 @@ class _SmallPack:
 
     def step(self, params: Sequence[Tensor], grads: Sequence[Tensor], coef: Tensor) -> None:
         torch._foreach_copy_(self.g_views, list(grads))
-        torch._foreach_copy_(self.p_views, [p.detach() for p in params])
+        torch._foreach_copy_(self.p_views, list(params))
         tensors = (self.p_flat, self.g_flat, *self.state_flats, coef)
         if self.p_flat.numel() < SERIAL_NUMEL:
             _run_small(*tensors)
         else:
             _kernel()(*tensors)
-        torch._foreach_copy_([p.detach() for p in params], self.p_views)
+        torch._foreach_copy_(list(params), self.p_views)
 
 
 def _cache_pack(cache: dict, key: tuple, pack: _SmallPack) -> None:
@@ -362,6 +362,13 @@ def _step_copied(tensors: Sequence[Tensor], coef: Tensor) -> None:
 # --- entry point ------------------------------------------------------------------------------
 
 
+def _flat(t: Tensor) -> Tensor:
+    """1-D view of a dense tensor's memory block. Detached: a param's requires_grad would
+    otherwise fail a Dynamo guard of the probe-compiled code (a recompile at the first step)."""
+    return t.detach().view(-1) if t.is_contiguous() else flat_view(t)
+
+
+@torch.no_grad()  # writes params in place; also lets views skip detach()
 def cpu_fused_adan(
     params: Sequence[Tensor],
     grads: Sequence[Tensor],
@@ -411,7 +418,7 @@ def cpu_fused_adan(
         else:
             copied.append(i)
     for i in large:
-        _kernel()(*(flat_view(seq[i]) for seq in lists), coef_for(times[i]))
+        _kernel()(*(_flat(seq[i]) for seq in lists), coef_for(times[i]))
     for (dtypes, t), idx in small.items():
         _step_pack([[seq[i] for i in idx] for seq in lists], dtypes, coef_for(t), cache)
     for i in copied:
