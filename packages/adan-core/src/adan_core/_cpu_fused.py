@@ -159,13 +159,6 @@ def _coefficients(hp: AdanHyper, t: float, gmul: float) -> Tensor:
 # --- readiness --------------------------------------------------------------------------------
 
 
-def _full_key(key: tuple[torch.dtype, ...]) -> DtypeKey:
-    """A (P, G) pair from an older dispatcher means the state follows P and neg_pre_grad G."""
-    if len(key) == 2:
-        return (key[0], key[1], key[0], key[1])
-    return tuple(key)  # type: ignore[return-value]
-
-
 def _announce_compile() -> None:
     """One INFO line per process: the first compile takes seconds and would otherwise look like
     a hang at the first optimizer step."""
@@ -188,17 +181,17 @@ def _probe(key: DtypeKey) -> None:
     _run_small(*tensors, coef)
 
 
-def ready(dtype_keys: Iterable[tuple[torch.dtype, ...]]) -> bool:
+def ready(dtype_keys: Iterable[DtypeKey]) -> bool:
     """Compile the kernels for each ``(P, G, S, N)`` dtype key (params, grads, exp_avg/
     exp_avg_sq/exp_avg_diff, neg_pre_grad) on a tiny probe, before any real tensor is touched.
 
-    A ``(P, G)`` pair is read as ``(P, G, P, G)``. Returns False (after one warning) when
-    compiling is impossible here; the caller then uses the foreach path.
+    Returns False (after one warning) when compiling is impossible here; the caller then uses the
+    foreach path.
     """
     global _compile_failed
     if _compile_failed is not None:
         return False
-    for key in {_full_key(k) for k in dtype_keys} - _probed:
+    for key in set(dtype_keys) - _probed:
         _announce_compile()
         try:
             _probe(key)
