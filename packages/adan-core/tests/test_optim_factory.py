@@ -296,3 +296,16 @@ def test_adan_and_adanw_entries():
 def test_adan_needs_three_betas():
     with pytest.raises(ValueError, match="'adan' needs 3 betas, got 2.*0.98 0.92 0.99"):
         of.create_optimizer(nn.Linear(2, 2), args=parse("--opt adan --opt-betas 0.9 0.99".split()))
+
+
+def test_opt_state_dtype_flag_reaches_adan():
+    parser = argparse.ArgumentParser()
+    of.add_optimizer_args(parser)
+    model = torch.nn.Linear(3, 2).bfloat16()
+    opt = of.create_optimizer(
+        model, parser.parse_args(["--opt", "adan", "--opt-state-dtype", "fp32"])
+    )
+    assert opt.state_dtype == torch.float32
+    assert of.create_optimizer(model, parser.parse_args(["--opt", "adan"])).state_dtype is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--opt-state-dtype", "bf16"])

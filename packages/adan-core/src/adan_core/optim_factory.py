@@ -563,3 +563,22 @@ register_optimizer_arg(
     help="Win family and Adan's Win modes: reckless step sizes relative to lr, both > 0 "
     "(default: 2 8).",
 )
+
+
+def _state_dtype(value: str) -> torch.dtype:
+    """argparse ``type`` for ``--opt-state-dtype``."""
+    if value != "fp32":
+        raise argparse.ArgumentTypeError(
+            f"--opt-state-dtype takes 'fp32' (fp32 state for bf16/fp16 params), got {value!r}"
+        )
+    return torch.float32
+
+
+register_optimizer_arg(
+    "--opt-state-dtype",
+    kwarg="state_dtype",
+    type=_state_dtype,
+    metavar="fp32",
+    help="Adan: keep optimizer state in fp32 for bf16/fp16 params (default: the param dtype, as "
+    "the official code). bf16 state stalls for slow EMAs such as b3 = 0.999.",
+)
