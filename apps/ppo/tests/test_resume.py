@@ -9,11 +9,25 @@ import pytest
 import torch
 from adan_ppo import runstate
 from adan_ppo.train import _Run, settings_from_args, train
+from stable_baselines3.common.save_util import load_from_zip_file
 
 
 def _steps(path):
     with open(path, newline="") as f:
         return [int(r["step"]) for r in csv.DictReader(f)]
+
+
+def _assert_same_state(got, want):
+    """Equal optimizer state_dicts: same keys, tensors equal element for element."""
+    assert got["param_groups"] == want["param_groups"]
+    assert sorted(got["state"]) == sorted(want["state"]) and got["state"]
+    for index, state in want["state"].items():
+        assert sorted(got["state"][index]) == sorted(state)
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                assert torch.equal(got["state"][index][key], value), (index, key)
+            else:
+                assert got["state"][index][key] == value, (index, key)
 
 
 def _read(path):
@@ -32,15 +46,23 @@ def test_interrupted_run_resumes_without_redoing_work(tmp_path, tiny_args, opt):
     assert _steps(out / "eval.csv") == [0, 512, 1024]
     rows_before = _read(out / "eval.csv")
 
-    # The resumed model carries the checkpointed optimizer state and RNG, not fresh ones.
+    # The resumed model carries the checkpointed optimizer state, step and RNG, not fresh ones.
+    _, saved, _ = load_from_zip_file(ckpt.path / "model.zip", device="cpu")
+    saved_state = saved["policy.optimizer"]
     args = tiny_args(out, opt, 2048, 512)
     run = _Run(args, settings_from_args(args)[0], out, log=lambda m: None)
     run.build()
     try:
         with open(ckpt.path / "rng.pkl", "rb") as f:
             assert torch.equal(torch.get_rng_state(), pickle.load(f)["torch"])
-        state = run.model.policy.optimizer.state
-        assert run.model.num_timesteps == 1024 and len(state) > 0
+        assert run.model.num_timesteps == ckpt.step == 1024
+        restored = run.model.policy.optimizer.state_dict()
+        _assert_same_state(restored, saved_state)
+        # 4 rollouts of 256 steps x 10 epochs x 4 minibatches of 64: 160 optimizer steps so far.
+        steps = {float(s["step"]) for s in restored["state"].values()}
+        assert steps == {160.0} and len(restored["state"]) == len(
+            list(run.model.policy.parameters())
+        )
     finally:
         run.close()
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -325,6 +325,26 @@ def load_references(path: Path) -> dict[str, list[Reference]]:
     return refs
 
 
+def add_summary_args(p: argparse.ArgumentParser, title: str = "Optimizer comparison") -> None:
+    """The flags every summary CLI shares: the input (--grid or --curves-csv), --out,
+    --baseline, --confidence, --title and --export-curves."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--grid", type=Path, help="grid output directory (holds runs/)")
+    src.add_argument(
+        "--curves-csv", type=Path, help="long CSV with columns task,optimizer,seed,step,value"
+    )
+    p.add_argument("--out", type=Path, help="where to write (default: the --grid directory)")
+    p.add_argument("--baseline", default="adam", help="optimizer the others are compared with")
+    p.add_argument("--confidence", type=float, default=0.75, help="confidence of the plot band")
+    p.add_argument("--title", default=title, help="summary.md title")
+    p.add_argument(
+        "--export-curves",
+        type=Path,
+        metavar="CSV",
+        help="also write all curves as a long CSV (readable again with --curves-csv)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m adan_repro.summarize",
@@ -332,45 +352,53 @@ def build_parser() -> argparse.ArgumentParser:
         "with each optimizer's difference from the baseline (Welch's t-test).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--grid", type=Path, help="grid output directory (holds runs/)")
-    src.add_argument(
-        "--curves-csv", type=Path, help="long CSV with columns task,optimizer,seed,step,value"
-    )
+    add_summary_args(p)
     p.add_argument("--metric", default="value", help="eval.csv column to summarize (--grid)")
     p.add_argument("--task-key", default="task", help="config.json key naming the task")
     p.add_argument("--optimizer-key", default="optimizer", help="config.json key of the optimizer")
     p.add_argument("--seed-key", default="seed", help="config.json key of the seed")
     p.add_argument("--direction", choices=DIRECTIONS, default="higher", help="which is better")
-    p.add_argument("--out", type=Path, help="where to write (default: the --grid directory)")
-    p.add_argument("--baseline", default="adam", help="optimizer the others are compared with")
-    p.add_argument("--confidence", type=float, default=0.75, help="confidence of the plot band")
-    p.add_argument("--title", default="Optimizer comparison", help="summary.md title")
     p.add_argument("--label", help="name of the metric in tables and plots (default --metric)")
     p.add_argument("--xlabel", default="steps", help="x axis label of the plots")
     p.add_argument("--digits", type=int, default=1, help="decimals in summary.md")
     p.add_argument("--references", type=Path, help="CSV task,label,step,value drawn dashed")
-    p.add_argument(
-        "--export-curves",
-        type=Path,
-        metavar="CSV",
-        help="also write all curves as a long CSV (readable again with --curves-csv)",
-    )
     return p
+
+
+def run_cli(
+    args: argparse.Namespace,
+    load: Callable[[], C.Curves],
+    write: Callable[[C.Curves, Path], list[dict]],
+) -> int:
+    """The body every summary CLI shares (flags from :func:`add_summary_args`): load the
+    curves, write the summary where ``--out`` (or ``--grid``) says, export the curves if asked,
+    print the table. A bad input or output is an ``error:`` line and exit status 2."""
+    try:
+        curves = load()
+        out = args.out or args.grid or Path(".")
+        rows = write(curves, out)
+        if args.export_curves:
+            C.write_long_csv(curves, args.export_curves)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print((out / "summary.md").read_text())
+    print(f"wrote {len(rows)} rows to {out / 'summary.csv'}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def load() -> C.Curves:
         if args.grid:
-            curves = C.load_run_folders(
+            return C.load_run_folders(
                 args.grid, args.metric, args.task_key, args.optimizer_key, args.seed_key
             )
-        else:
-            curves = C.load_long_csv(args.curves_csv)
-        refs = load_references(args.references) if args.references else None
-        out = args.out or args.grid or Path(".")
-        rows = run(
+        return C.load_long_csv(args.curves_csv)
+
+    def write(curves: C.Curves, out: Path) -> list[dict]:
+        return run(
             curves,
             out,
             args.baseline,
@@ -380,16 +408,10 @@ def main(argv: list[str] | None = None) -> int:
             label=args.label or args.metric,
             xlabel=args.xlabel,
             digits=args.digits,
-            references=refs,
+            references=load_references(args.references) if args.references else None,
         )
-        if args.export_curves:
-            C.write_long_csv(curves, args.export_curves)
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print((out / "summary.md").read_text())
-    print(f"wrote {len(rows)} rows to {out / 'summary.csv'}")
-    return 0
+
+    return run_cli(args, load, write)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from adan_repro import stats, summarize
 CURVES = {
     ("Cheetah", "adam", 1): {0: 0.0, 10: 100.0, 20: 300.0, 30: 250.0},
     ("Cheetah", "adam", 2): {0: 10.0, 10: 140.0, 20: 260.0, 30: 330.0},
-    ("Cheetah", "adam", 3): {0: 4.0, 10: 120.0, 20: 280.0, 30: 290.0},
+    ("Cheetah", "adam", 3): {0: 4.0, 10: 120.0, 20: 280.0, 30: 270.0},
     ("Cheetah", "adan", 1): {0: 5.0, 10: 310.0, 20: 400.0, 30: 500.0},
     ("Cheetah", "adan", 2): {0: 0.0, 10: 270.0, 20: 380.0, 30: 420.0},
     ("Cheetah", "adan", 3): {0: 2.0, 10: 300.0, 30: 460.0},
@@ -104,7 +104,7 @@ def test_summary_numbers_match_an_independent_computation(tmp_path):
                     assert row[key] == "", (task, opt, key)
                 else:
                     assert float(row[key]) == pytest.approx(value, abs=0.006), (task, opt, key)
-    # Worked by hand: adam's final mean on Cheetah is 290; adan's mean is 293.3 at step 10.
+    # Worked by hand: adam's final mean on Cheetah is 283.3; adan's mean is 293.3 at step 10.
     assert got[("Cheetah", "adan")]["steps_to_baseline_final"] == "10"
     assert float(got[("Cheetah", "adan")]["final_mean"]) == pytest.approx(460.0)
     assert got[("Walker", "adan")]["steps_to_baseline_final"] == ""  # never reaches 50
@@ -113,7 +113,8 @@ def test_summary_numbers_match_an_independent_computation(tmp_path):
     adan, adam = _seeds("Cheetah", "adan"), _seeds("Cheetah", "adam")
     diff, t, df, p = _welch_by_hand([c[30] for c in adan], [c[30] for c in adam])
     row = got[("Cheetah", "adan")]
-    assert float(row["final_diff"]) == pytest.approx(170.0) == pytest.approx(diff)
+    assert float(row["final_diff"]) == pytest.approx(176.67, abs=0.006)
+    assert float(row["final_diff"]) == pytest.approx(diff, abs=0.006)
     assert float(row["final_p"]) == pytest.approx(p, rel=1e-3)
 
     def area(c):  # trapezoids over 0-10 and 10-30, divided by the span 30
@@ -129,14 +130,26 @@ def test_summary_numbers_match_an_independent_computation(tmp_path):
     assert (tmp_path / "Cheetah.png").stat().st_size > 1000
 
 
+def _t_quantile(q, df):
+    lo, hi = 0.0, 50.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _t_cdf(mid, df) < q else (lo, mid)
+    return lo
+
+
 def test_welch_against_a_worked_example():
-    # a = 1, 2, 3 and b = 4, 5, 6: diff -3, se sqrt(2/3), t -3.674, df 4, t_0.975(4) = 2.7764.
-    d = stats.welch(np.array([1.0, 2.0, 3.0]), np.array([4.0, 5.0, 6.0]))
-    half = 2.776445 * math.sqrt(2 / 3)
-    assert d.diff == -3.0 and d.ci_low == pytest.approx(-3 - half, abs=1e-5)
-    assert d.ci_high == pytest.approx(-3 + half, abs=1e-5)
-    assert d.p == pytest.approx(2 * (1 - _t_cdf(3 / math.sqrt(2 / 3), 4)), rel=1e-4)
-    assert 0.02 < d.p < 0.023
+    # a = 1, 2, 3 (var 1) and b = 4, 6, 8, 10 (var 20/3): diff -5, se sqrt(1/3 + 5/3) = sqrt(2),
+    # Welch-Satterthwaite df = 4 / ((1/3)^2 / 2 + (5/3)^2 / 3) = 4.0755 (Student's would be 5).
+    a, b = [1.0, 2.0, 3.0], [4.0, 6.0, 8.0, 10.0]
+    d = stats.welch(np.array(a), np.array(b))
+    diff, t, df, p = _welch_by_hand(a, b)
+    assert diff == d.diff == -5.0 and t == pytest.approx(-5 / math.sqrt(2))
+    assert df == pytest.approx(4.0755, abs=1e-4)
+    half = _t_quantile(0.975, df) * math.sqrt(2)
+    assert d.ci_low == pytest.approx(-5 - half, abs=1e-4)
+    assert d.ci_high == pytest.approx(-5 + half, abs=1e-4)
+    assert d.p == pytest.approx(p, rel=1e-4)
     same = stats.welch(np.array([1.0, 1.0]), np.array([1.0, 1.0]))
     assert not same.testable and "no spread" in same.reason
 
