@@ -39,7 +39,10 @@ def _read(path):
 def test_interrupted_run_resumes_without_redoing_work(tmp_path, tiny_args, opt):
     """Stop at 1024 of 2048 steps, then resume: same end state, no repeated work."""
     out = tmp_path / "run"
-    first = train(tiny_args(out, opt, 2048, 512, "--stop-after-steps", "1024"), log=print)
+    lines: list[str] = []
+    first = train(tiny_args(out, opt, 2048, 512, "--stop-after-steps", "1024"), log=lines.append)
+    # Step 0 has no training throughput yet: the line says so instead of printing nan.
+    assert "train n/a steps/s" in lines[0] and not any("nan" in x for x in lines)
     assert first.status == "stopped" and first.steps == 1024
     ckpt = runstate.latest_checkpoint(out)
     assert ckpt is not None and ckpt.step == 1024
@@ -70,7 +73,8 @@ def test_interrupted_run_resumes_without_redoing_work(tmp_path, tiny_args, opt):
     with open(out / "eval.csv", "a", newline="") as f:
         csv.writer(f).writerow([1536, 999999.0, 0, 1, 2, 1.0, 1.0])
 
-    second = train(args, log=print)
+    second = train(args, log=lines.append)
+    assert not any("nan" in x for x in lines)
     assert second.status == "finished" and second.steps == 2048
     assert second.steps_this_session == 1024  # only the missing half was trained
     assert second.evals_this_session == 2  # steps 1536 and 2048; 0..1024 not re-evaluated
