@@ -77,7 +77,11 @@ def _better_or_equal(values: np.ndarray, target: float, direction: str) -> np.nd
 
 
 def summarize(curves: C.Curves, baseline: str = "adam", direction: str = "higher") -> list[dict]:
-    """One row per (task, optimizer) with the columns of ``SUMMARY_HEADER``."""
+    """One row per (task, optimizer) with the columns of ``SUMMARY_HEADER``.
+
+    Rows of an optimizer other than the baseline also hold the two :class:`Difference` objects
+    behind the ``final_*`` and ``auc_*`` columns, under ``_final`` and ``_auc``.
+    """
     check_direction(direction)
     pick = np.argmax if direction == "higher" else np.argmin
     rows = []
