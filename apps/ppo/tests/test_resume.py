@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import pickle
+import re
 
 import pytest
 import torch
@@ -42,7 +44,7 @@ def test_interrupted_run_resumes_without_redoing_work(tmp_path, tiny_args, opt):
     lines: list[str] = []
     first = train(tiny_args(out, opt, 2048, 512, "--stop-after-steps", "1024"), log=lines.append)
     # Step 0 has no training throughput yet: the line says so instead of printing nan.
-    assert "train n/a steps/s" in lines[0] and not any("nan" in x for x in lines)
+    assert "train n/a steps/s" in lines[0] and not any(re.search(r"\bnan\b", x) for x in lines)
     assert first.status == "stopped" and first.steps == 1024
     ckpt = runstate.latest_checkpoint(out)
     assert ckpt is not None and ckpt.step == 1024
@@ -69,12 +71,22 @@ def test_interrupted_run_resumes_without_redoing_work(tmp_path, tiny_args, opt):
     finally:
         run.close()
 
+    # Resuming on other software continues, with a warning naming the difference.
+    record = json.loads((out / "provenance.json").read_text())
+    record["sessions"][-1]["packages"]["stable-baselines3"] = "0.0.1"
+    (out / "provenance.json").write_text(json.dumps(record))
+
     # A crash after an evaluation but before its checkpoint leaves an extra row: dropped.
     with open(out / "eval.csv", "a", newline="") as f:
         csv.writer(f).writerow([1536, 999999.0, 0, 1, 2, 1.0, 1.0])
 
     second = train(args, log=lines.append)
-    assert not any("nan" in x for x in lines)
+    assert not any(re.search(r"\bnan\b", x) for x in lines)
+    warning = next(x for x in lines if "warning: resuming at step 1024 on different software" in x)
+    assert "stable-baselines3 0.0.1 -> " in warning
+    sessions = json.loads((out / "provenance.json").read_text())["sessions"]
+    assert [x["start_step"] for x in sessions] == [0, 1024]
+    assert sessions[-1]["optimizer_implementation"].startswith("adan_core.adan.Adan: ")
     assert second.status == "finished" and second.steps == 2048
     assert second.steps_this_session == 1024  # only the missing half was trained
     assert second.evals_this_session == 2  # steps 1536 and 2048; 0..1024 not re-evaluated
@@ -128,10 +140,13 @@ def test_killed_process_resumes_from_its_last_checkpoint(tmp_path):
     proc.wait()
     killed_at = json.loads(pointer.read_text())["step"]
     assert 2048 <= killed_at < 16384 and not (out / "done.json").exists()
+    # Run folders from before provenance records existed resume too (with a note).
+    (out / "provenance.json").unlink()
 
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"resuming from checkpoint at step {killed_at}" in done.stdout
+    assert "a run with no provenance record" in done.stdout
     steps = _steps(out / "eval.csv")
     assert steps == list(range(0, 16384 + 1, 1024))
     assert json.loads((out / "done.json").read_text())["steps"] == 16384
