@@ -7,9 +7,9 @@
 set -euo pipefail
 PY="${PYTHON:-python}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3
-if ! "$PY" -c "import adan_ppo, adan_core" 2>/dev/null; then
-    echo "error: adan_ppo/adan_core are not importable by $PY; install them first:" >&2
-    echo "  $PY -m pip install -e packages/adan-core -e apps/ppo" >&2
+if ! "$PY" -c "import adan_ppo, adan_core, adan_repro" 2>/dev/null; then
+    echo "error: adan_ppo/adan_core/adan_repro are not importable by $PY; install them first:" >&2
+    echo "  $PY -m pip install -e packages/adan-core -e packages/adan-repro -e apps/ppo" >&2
     exit 2
 fi
 # MuJoCo rendering (evaluate --render) works headless with EGL; training does not render.

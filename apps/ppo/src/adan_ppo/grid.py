@@ -1,21 +1,23 @@
-"""The reproduction grid: tasks x optimizers x seeds over a process pool, then the summary.
+"""The PPO reproduction grid: its tasks, defaults and run arguments, on adan_repro's runner.
 
 Each run lives in ``OUT/runs/<task>/<optimizer>/seed<N>`` and is resumable (see
 :mod:`adan_ppo.runstate`): finished runs are skipped, interrupted ones continue from their last
-checkpoint. Re-running the same command after an interruption completes the grid.
+checkpoint. Re-running the same command after an interruption completes the grid. ``--shard
+K/N`` runs one of N disjoint slices (see :mod:`adan_repro.grid`), so a Slurm job array can
+share one output folder; the summary is written once every run of the grid is finished.
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
+import json
 import os
 import shlex
 import sys
-import time
-import traceback
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
+
+from adan_repro import grid as harness
+from adan_repro.grid import RunSpec, parse_seeds  # noqa: F401 - parse_seeds: part of the CLI API
 
 from . import summarize
 from .runstate import prepare_dir
@@ -29,49 +31,14 @@ QUICK = {
     "eval_every": 10_240,
     "eval_episodes": 5,
 }
+TITLE = "PPO on MuJoCo: Adam vs Adan (SB3, gymnasium v5)"
 
 
-def parse_seeds(text: list[str]) -> list[int]:
-    """``["1-3", "7"]`` or ``["1,2"]`` -> ``[1, 2, 3, 7]``."""
-    seeds: list[int] = []
-    for item in ",".join(text).split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            if "-" in item:
-                first, last = (int(x) for x in item.split("-", 1))
-                if last < first:
-                    raise ValueError
-                seeds.extend(range(first, last + 1))
-            else:
-                seeds.append(int(item))
-        except ValueError:
-            raise ValueError(
-                f"bad seed list item {item!r}; use e.g. --seeds 1-10 or --seeds 1 2 3"
-            ) from None
-    if not seeds:
-        raise ValueError("empty seed list")
-    return sorted(set(seeds))
-
-
-def _worker(argv: list[str]) -> dict:
-    """Run one training run in a pool process; never raises (errors are reported)."""
+def run_one(spec: RunSpec, log) -> str:
+    """One training run in a grid worker: ``spec.args`` are its ``adan_ppo.train`` arguments."""
     from .train import build_parser, train
 
-    try:
-        args = build_parser().parse_args(argv)
-        result = train(args, log=lambda msg: print(msg, flush=True))
-        return {"status": result.status, "steps": result.steps, "argv": argv}
-    except SystemExit as exc:  # argparse error
-        return {"status": "failed", "error": f"bad arguments (exit {exc.code})", "argv": argv}
-    except BaseException as exc:  # noqa: BLE001 - reported to the orchestrator
-        return {
-            "status": "failed",
-            "error": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(),
-            "argv": argv,
-        }
+    return train(build_parser().parse_args(list(spec.args)), log=log).status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,9 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="optimizer names registered in adan_core.optim_factory",
     )
     p.add_argument(
-        "--seeds", nargs="+", help="seeds, e.g. 1-10 or 1 2 3 (default 1-10; --quick: 1 2)"
-    )
-    p.add_argument(
         "--steps",
         type=int,
         help="env steps per run (default: preset, 3,072,000 "
@@ -112,10 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"episodes per evaluation (default 10; --quick: {QUICK['eval_episodes']})",
     )
     p.add_argument("--preset", default="paper", help="hyper-parameter preset of adan_ppo.train")
-    p.add_argument(
-        "--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel (one CPU core each)"
+    harness.add_grid_args(
+        p,
+        out=Path("results/ppo"),
+        seeds_help="seeds, e.g. 1-10 or 1 2 3 (default 1-10; --quick: 1 2)",
+        jobs=os.cpu_count() or 1,
     )
-    p.add_argument("--out", type=Path, default=Path("results/ppo"), help="output directory")
     p.add_argument(
         "--quick",
         action="store_true",
@@ -134,22 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help='extra arguments for every adan_ppo.train call, e.g. "--opt-betas 0.98 0.92 0.99"',
     )
-    p.add_argument(
-        "--log-interval",
-        type=float,
-        default=60.0,
-        help="seconds between progress lines (grid and runs)",
-    )
-    p.add_argument(
-        "--summarize-only",
-        action="store_true",
-        help="only (re)write plots and summary from the runs already in --out",
-    )
     return p
 
 
-def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
-    """``(tag, train argv)`` per run, seed-major so every optimizer advances together."""
+def plan(args: argparse.Namespace) -> list[RunSpec]:
+    """Every run of the grid with its ``adan_ppo.train`` arguments, seed-major."""
     envs = args.envs or (QUICK["envs"] if args.quick else PAPER_ENVS)
     seeds = (
         parse_seeds(args.seeds)
@@ -168,34 +123,15 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         if value is not None:
             common += [flag, str(value)]
     common += shlex.split(args.train_args)
-    runs = []
-    for seed in seeds:
-        for env in envs:
-            for opt in args.opts:
-                tag = f"{env}/{opt}/seed{seed}"
-                run_dir = args.out / "runs" / env / opt / f"seed{seed}"
-                runs.append(
-                    (
-                        tag,
-                        [
-                            "--env",
-                            env,
-                            "--opt",
-                            opt,
-                            "--seed",
-                            str(seed),
-                            "--out",
-                            str(run_dir),
-                            "--tag",
-                            tag,
-                            *common,
-                        ],
-                    )
-                )
-    return runs
+
+    def train_args(env: str, opt: str, seed: int, run_dir: Path) -> list[str]:
+        return ["--env", env, "--opt", opt, "--seed", str(seed), "--out", str(run_dir),
+                "--tag", f"{env}/{opt}/seed{seed}", *common]  # fmt: skip
+
+    return harness.plan(args.out, envs, args.opts, seeds, args=train_args)
 
 
-def validate(args: argparse.Namespace, runs: list[tuple[str, list[str]]]) -> None:
+def validate(args: argparse.Namespace, runs: list[RunSpec]) -> None:
     """Fail fast, before any pool starts, on a bad env id, optimizer name or flag."""
     from .envs import check_env_id
     from .optim import sb3_optimizer
@@ -206,11 +142,11 @@ def validate(args: argparse.Namespace, runs: list[tuple[str, list[str]]]) -> Non
     seen_envs, seen_opts = set(), set()
     parser = build_parser()
     parser.exit_on_error = False
-    for _, argv in runs:
+    for run in runs:
         try:
-            targs = parser.parse_args(argv)
+            targs = parser.parse_args(list(run.args))
         except (argparse.ArgumentError, SystemExit) as exc:
-            raise ValueError(f"invalid run arguments {shlex.join(argv)}: {exc}") from None
+            raise ValueError(f"invalid run arguments {shlex.join(run.args)}: {exc}") from None
         if targs.env not in seen_envs:
             check_env_id(targs.env)
             seen_envs.add(targs.env)
@@ -222,8 +158,6 @@ def validate(args: argparse.Namespace, runs: list[tuple[str, list[str]]]) -> Non
 
 def protocol_notes(out: Path) -> list[str]:
     """One line per distinct run protocol found in ``out/runs`` (budget, evaluation, optimizer)."""
-    import json
-
     seen: dict[str, list[str]] = {}
     for path in sorted(Path(out).glob("runs/*/*/seed*/config.json")):
         c = json.loads(path.read_text())
@@ -252,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             from adan_core.optim_factory import get_optimizer_spec
 
             args.opts = [get_optimizer_spec(o).name for o in args.opts]
+        k, n = harness.parse_shard(args.shard)
         prepare_dir(args.out)
         runs = plan(args)
         if not args.summarize_only:
@@ -262,38 +197,22 @@ def main(argv: list[str] | None = None) -> int:
 
     failed = []
     if not args.summarize_only:
-        log(f"[grid] {len(runs)} runs, {args.jobs} at a time, output in {args.out}")
-        t0 = time.time()
-        counts = {"finished": 0, "skipped": 0, "stopped": 0, "failed": 0}
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
-            pending = {pool.submit(_worker, argv): tag for tag, argv in runs}
-            try:
-                while pending:
-                    done, _ = wait(pending, timeout=args.log_interval, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        tag = pending.pop(fut)
-                        res = fut.result()
-                        counts[res["status"]] += 1
-                        if res["status"] == "failed":
-                            failed.append((tag, res))
-                            log(f"[grid] FAILED {tag}: {res['error']}\n{res.get('traceback', '')}")
-                    log(
-                        f"[grid] {len(runs) - len(pending)}/{len(runs)} runs done "
-                        f"({counts['finished']} trained, {counts['skipped']} already finished, "
-                        f"{counts['failed']} failed), {len(pending)} left, "
-                        f"{time.time() - t0:.0f}s elapsed"
-                    )
-            except KeyboardInterrupt:
-                log(
-                    "[grid] interrupted: runs keep their last checkpoint; re-run the same "
-                    "command to resume"
-                )
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+        mine = harness.shard(runs, k, n)
+        shard_note = f" (shard {k}/{n} of {len(runs)} runs)" if n > 1 else ""
+        log(f"[grid] {len(mine)} runs{shard_note}, {args.jobs} at a time, output in {args.out}")
+        report = harness.run_grid(mine, run_one, args.jobs, args.log_interval, log)
+        failed = report.failed
+        if n > 1 and not harness.all_done(runs):
+            left = sum(not (r.run_dir / "done.json").exists() for r in runs)
+            log(
+                f"[grid] shard {k}/{n} done; {left} runs of the grid are not finished yet, so "
+                "no summary now. When all shards are done: the same command with "
+                "--summarize-only and without --shard"
+            )
+            return 1 if failed else 0
 
     curves = summarize.load_grid_curves(args.out)
-    wanted = {(t.rsplit("/", 2)[0], t.rsplit("/", 2)[1]) for t, _ in runs}
+    wanted = {(r.task, r.optimizer) for r in runs}
     curves = {k: v for k, v in curves.items() if k in wanted or args.summarize_only}
     try:
         summarize.run(
@@ -301,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out,
             args.baseline,
             0.75,
-            "PPO on MuJoCo: Adam vs Adan (SB3, gymnasium v5)",
+            TITLE,
             args.tianshou_dir,
             notes=protocol_notes(args.out),
         )
@@ -311,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     log((args.out / "summary.md").read_text())
     log(f"[grid] plots and summary in {args.out} (summary.md, summary.csv, <task>.png)")
     if failed:
-        log(f"[grid] {len(failed)} runs failed: {', '.join(t for t, _ in failed)}")
+        log(f"[grid] {len(failed)} runs failed: {', '.join(t for t, _, _ in failed)}")
         return 1
     return 0
 

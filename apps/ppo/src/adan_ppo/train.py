@@ -12,7 +12,6 @@ checkpoint when started again with the same arguments. See :mod:`adan_ppo.runsta
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -20,16 +19,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from adan_repro import provenance
+from adan_repro.atomic import write_json_atomic
+from adan_repro.progress import measured_rate, rate
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecNormalize
 
 from . import runstate
-from .atomic import write_json_atomic
 from .envs import check_env_id, make_eval_env, make_train_env, sync_obs_stats
 from .model import build_ppo
-from .optim import describe, sb3_optimizer
+from .optim import describe, implementation, sb3_optimizer
 from .settings import PAPER_LR, PRESETS, PPOSettings, round_to_rollouts
 
 
@@ -54,6 +55,18 @@ class Constant:
 
     def __call__(self, progress_remaining: float) -> float:
         return self.value
+
+
+# Distributions whose versions go into provenance.json (torch is always included).
+PROVENANCE_PACKAGES = (
+    "adan-core",
+    "adan-ppo",
+    "adan-repro",
+    "stable-baselines3",
+    "gymnasium",
+    "mujoco",
+    "numpy",
+)
 
 
 @dataclass
@@ -143,7 +156,10 @@ class _Run:
 
     def evaluate_and_checkpoint(self, step: int) -> None:
         now = time.time()
-        fps = (step - self.step_mark) / (now - self.t_mark) if step > self.step_mark else math.nan
+        # nan in the CSV when nothing was trained since the last mark (step 0, a resume); the
+        # log line says n/a instead.
+        fps = measured_rate(step - self.step_mark, now - self.t_mark)
+        fps_text = rate(step - self.step_mark, now - self.t_mark)
         index = step // self.settings.eval_every
         mean, std, length, n = evaluate(
             self.model,
@@ -168,7 +184,7 @@ class _Run:
         total = self.settings.total_steps
         self.log(
             f"[{self.tag}] step {step}/{total} ({100 * step / total:.0f}%) eval return "
-            f"{mean:.1f} +- {std:.1f} over {n} episodes | train {fps:.0f} steps/s | "
+            f"{mean:.1f} +- {std:.1f} over {n} episodes | train {fps_text} | "
             f"{self.wall():.0f}s"
         )
         if step < total:
@@ -184,11 +200,11 @@ class _Run:
             return
         self.t_last_log = time.time()
         step = model.num_timesteps
-        fps = (step - self.step_mark) / max(time.time() - self.t_mark, 1e-9)
+        fps = rate(step - self.step_mark, time.time() - self.t_mark)
         recent = [ep["r"] for ep in model.ep_info_buffer] if model.ep_info_buffer else []
         train_ret = f"{np.mean(recent):.1f}" if recent else "n/a"
         self.log(
-            f"[{self.tag}] step {step}/{self.settings.total_steps} | train {fps:.0f} steps/s"
+            f"[{self.tag}] step {step}/{self.settings.total_steps} | train {fps}"
             f" | recent training-episode return {train_ret} | {self.wall():.0f}s"
         )
 
@@ -237,6 +253,17 @@ class _Run:
         opt = self.model.policy.optimizer
         if not isinstance(opt, cls):
             raise RuntimeError(f"expected optimizer {cls.__name__}, model has {type(opt).__name__}")
+
+    def record_provenance(self) -> None:
+        """Add this session to provenance.json; warn when the software changed since the last."""
+        current = provenance.collect(
+            Path(__file__).parent,
+            PROVENANCE_PACKAGES,
+            implementation(self.model.policy.optimizer),
+        )
+        warning = provenance.record(self.run_dir, current, self.start_step)
+        if warning:
+            self.log(f"[{self.tag}] warning: {warning}")
 
     def close(self) -> None:
         self.train_env.close()
@@ -377,6 +404,7 @@ def train(args: argparse.Namespace, log=print) -> RunResult:
     run = _Run(args, settings, run_dir, log)
     run.build()
     try:
+        run.record_provenance()
         remaining = settings.total_steps - run.model.num_timesteps
         callback = EvalCheckpointCallback(run)
         if remaining > 0:
@@ -403,8 +431,8 @@ def train(args: argparse.Namespace, log=print) -> RunResult:
             run.evaluate_and_checkpoint(step)
         runstate.save_final(run_dir, run.model, run.train_env)
         final = run.rows[-1]
-        write_json_atomic(
-            run_dir / "done.json",
+        runstate.write_done(
+            run_dir,
             {
                 "steps": step,
                 "final_mean_return": final["mean_return"],
