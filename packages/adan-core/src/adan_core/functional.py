@@ -236,7 +236,10 @@ def _foreach_adan(
     mul = grad_mul
     if hp.maximize:
         mul = -mul if mul is not None else None
-    splittable = [dense_same_layout(*(seq[i] for seq in tensors)) for i in range(len(params))]
+    # Only low-precision buckets are chunked, so only they need to know what can be split.
+    splittable = [
+        low and dense_same_layout(*(seq[i] for seq in tensors)) for i in range(len(params))
+    ]
     for chunk in _chunk_plan([p.numel() for p in params], splittable, CHUNK_NUMEL if low else None):
         index = [i for i, _ in chunk]
         views = [
