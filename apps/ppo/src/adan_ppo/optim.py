@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 from typing import Any
 
 from adan_core.optim_factory import get_optimizer_spec, optimizer_class_and_kwargs
@@ -26,57 +25,3 @@ def sb3_optimizer(args: argparse.Namespace) -> tuple[type, dict[str, Any], str]:
         overrides["eps"] = PAPER_EPS
     cls, kwargs = optimizer_class_and_kwargs(args, **overrides)
     return cls, kwargs, spec.name
-
-
-def describe(cls: type, kwargs: dict[str, Any], with_defaults: bool = True) -> dict[str, Any]:
-    """JSON-able record of the optimizer and its options (with its defaults, unless told not)."""
-    full: dict[str, Any] = {}
-    try:
-        for name, p in inspect.signature(cls).parameters.items():
-            if with_defaults and p.default is not inspect.Parameter.empty and name != "lr":
-                full[name] = p.default
-    except (TypeError, ValueError):
-        pass
-    full.update(kwargs)
-    clean = {k: (list(v) if isinstance(v, tuple) else v) for k, v in full.items()}
-    clean = {
-        k: v for k, v in clean.items() if isinstance(v, (int, float, bool, str, list, type(None)))
-    }
-    return {"class": f"{cls.__module__}.{cls.__qualname__}", "kwargs": clean}
-
-
-def implementation(optimizer: Any) -> str:
-    """Which code path steps ``optimizer``, for the run's provenance record.
-
-    For adan-core's Adan this is the implementation adan-core's own chooser picks for the
-    optimizer's parameters here (``cpu_fused``, ``fused``, ``foreach`` or ``single``); for other
-    optimizers, the class and its ``foreach``/``fused`` flags.
-    """
-    name = f"{type(optimizer).__module__}.{type(optimizer).__qualname__}"
-    try:
-        from adan_core.adan import Adan
-        from adan_core.functional import choose_impl
-    except ImportError:
-        Adan = None
-    if Adan is not None and isinstance(optimizer, Adan):
-        chosen = set()
-        try:
-            for group in optimizer.param_groups:
-                for p in group["params"]:
-                    state = optimizer.state_dtype or p.dtype
-                    dtypes = (p.dtype, p.dtype, state, state, state, state)
-                    impl, _ = choose_impl(
-                        p.device,
-                        dtypes,
-                        fused=group["fused"],
-                        foreach=group["foreach"],
-                        capturable=group["capturable"],
-                    )
-                    chosen.add(impl)
-        except Exception as exc:  # noqa: BLE001 - a record, not a reason to stop the run
-            return f"{name}: unknown ({type(exc).__name__}: {exc})"
-        return f"{name}: {', '.join(sorted(chosen))}"
-    flags = ", ".join(
-        f"{k}={optimizer.defaults[k]}" for k in ("foreach", "fused") if k in optimizer.defaults
-    )
-    return f"{name} ({flags})" if flags else name

@@ -27,10 +27,12 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecNormalize
 
+from adan_core.optim_factory import describe, implementation
+
 from . import runstate
 from .envs import check_env_id, make_eval_env, make_train_env, sync_obs_stats
 from .model import build_ppo
-from .optim import describe, implementation, sb3_optimizer
+from .optim import sb3_optimizer
 from .settings import PAPER_LR, PRESETS, PPOSettings, round_to_rollouts
 
 

@@ -519,6 +519,62 @@ def optimizer_class_and_kwargs(
 
 
 # --------------------------------------------------------------------------------------------
+# Records of what ran (for a run's config and provenance).
+
+
+def describe(cls: type, kwargs: dict[str, Any], with_defaults: bool = True) -> dict[str, Any]:
+    """JSON-able record of the optimizer and its options (with its defaults, unless told not)."""
+    full: dict[str, Any] = {}
+    try:
+        for name, p in inspect.signature(cls).parameters.items():
+            if with_defaults and p.default is not inspect.Parameter.empty and name != "lr":
+                full[name] = p.default
+    except (TypeError, ValueError):
+        pass
+    full.update(kwargs)
+    clean = {k: (list(v) if isinstance(v, tuple) else v) for k, v in full.items()}
+    clean = {
+        k: v for k, v in clean.items() if isinstance(v, (int, float, bool, str, list, type(None)))
+    }
+    return {"class": f"{cls.__module__}.{cls.__qualname__}", "kwargs": clean}
+
+
+def implementation(optimizer: Any) -> str:
+    """Which code path steps ``optimizer``, for the run's provenance record.
+
+    For adan-core's Adan this is the implementation adan-core's own chooser picks for the
+    optimizer's parameters here (``cpu_fused``, ``fused``, ``foreach`` or ``single``); for other
+    optimizers, the class and its ``foreach``/``fused`` flags.
+    """
+    name = f"{type(optimizer).__module__}.{type(optimizer).__qualname__}"
+    from .adan import Adan
+    from .functional import choose_impl
+
+    if isinstance(optimizer, Adan):
+        chosen = set()
+        try:
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    state = optimizer.state_dtype or p.dtype
+                    dtypes = (p.dtype, p.dtype, state, state, state, state)
+                    impl, _ = choose_impl(
+                        p.device,
+                        dtypes,
+                        fused=group["fused"],
+                        foreach=group["foreach"],
+                        capturable=group["capturable"],
+                    )
+                    chosen.add(impl)
+        except Exception as exc:  # noqa: BLE001 - a record, not a reason to stop the run
+            return f"{name}: unknown ({type(exc).__name__}: {exc})"
+        return f"{name}: {', '.join(sorted(chosen))}"
+    flags = ", ".join(
+        f"{k}={optimizer.defaults[k]}" for k in ("foreach", "fused") if k in optimizer.defaults
+    )
+    return f"{name} ({flags})" if flags else name
+
+
+# --------------------------------------------------------------------------------------------
 # Built-in optimizers. Extra families add one register_optimizer(...) line each below.
 
 register_optimizer("adam", torch.optim.Adam, help="torch.optim.Adam, L2 weight decay")
