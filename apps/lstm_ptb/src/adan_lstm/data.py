@@ -59,9 +59,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "adan_lstm" / "ptb")
 
 
-def download(folder: Path, base_url: str = BASE_URL, md5: dict[str, str] = MD5) -> Path:
-    """Fetch the missing split files into ``folder``, each checked against ``md5`` and only
-    then renamed into place (a failed or corrupt download leaves nothing behind)."""
+def download(folder: Path, base_url: str | None = None, md5: dict[str, str] | None = None) -> Path:
+    """Fetch the missing split files into ``folder`` (from ``base_url``, default
+    :data:`BASE_URL`), each checked against ``md5`` (default :data:`MD5`) and only then renamed
+    into place: a failed or corrupt download leaves nothing behind."""
+    base_url, md5 = base_url or BASE_URL, md5 or MD5
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:

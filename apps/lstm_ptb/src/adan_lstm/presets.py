@@ -106,8 +106,8 @@ def preset_settings(name: str, nlayers: int, **overrides) -> LSTMSettings:
         raise SettingsError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     values = {**PRESETS[name], "nlayers": nlayers}
     values.update({k: v for k, v in overrides.items() if v is not None})
-    if "epochs" in overrides and overrides["epochs"] is not None and "when" not in values:
-        values["when"] = scaled_when(values["epochs"])
+    if overrides.get("epochs") is not None and overrides.get("when") is None:
+        values["when"] = scaled_when(values["epochs"])  # the drops follow the new length
     try:
         return replace(LSTMSettings(), **values)
     except TypeError as exc:

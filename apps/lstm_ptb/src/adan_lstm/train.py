@@ -280,8 +280,8 @@ class Trainer:
     def restore(self, ckpt: rundir.Checkpoint, rng: np.random.RandomState) -> None:
         d = ckpt.path
         self.model.load_state_dict(torch.load(d / "model.pt", map_location=self.device))
+        # The saved groups hold the last batch's length-scaled lr; base_lrs stay the settings'.
         self.optimizer.load_state_dict(torch.load(d / "optimizer.pt", map_location=self.device))
-        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         with open(d / "rng.pkl", "rb") as f:
             state = pickle.load(f)  # our own file, written by save()
         rng.set_state(state["numpy"])
@@ -316,8 +316,8 @@ def run_config(args, settings: LSTMSettings, corpus, optimizer) -> dict:
     }
 
 
-def train(args: argparse.Namespace, log=print) -> RunResult:
-    """Run (or resume, or skip) the run the parsed CLI ``args`` describe."""
+def setup(args: argparse.Namespace, log=print) -> tuple[LSTMSettings, Trainer, dict]:
+    """Settings, data, model and optimizer of a run, seeded; and the run's config record."""
     settings = settings_from_args(args)
     device = pick_device(args.device)
     if args.threads:
@@ -325,16 +325,29 @@ def train(args: argparse.Namespace, log=print) -> RunResult:
     corpus = load_corpus(resolve_data_dir(args.data))
     random.seed(args.seed)
     torch.manual_seed(args.seed)
-    rng = np.random.RandomState(args.seed)
     trainer = Trainer(args, settings, corpus, device, log)
-    config = run_config(args, settings, corpus, trainer.optimizer)
+    return settings, trainer, run_config(args, settings, corpus, trainer.optimizer)
+
+
+def dry_run(args: argparse.Namespace, log=print) -> RunResult:
+    """Build everything, print the parameter count and the resolved settings, train nothing."""
+    settings, trainer, config = setup(args, log)
+    log(
+        f"[{trainer.tag}] parameters: {count_parameters(trainer.model):,} "
+        f"({settings.nlayers} layer{'s' if settings.nlayers != 1 else ''}); "
+        f"vocabulary {config['vocab']:,}; training tokens {trainer.train_data.numel():,}"
+    )
+    log(f"[{trainer.tag}] optimizer: {args.opt} {config['optimizer_kwargs']}")
+    log(f"[{trainer.tag}] settings: {settings.to_dict()}")
+    return RunResult("dry-run", 0, None)
+
+
+def train(args: argparse.Namespace, log=print) -> RunResult:
+    """Run (or resume, or skip) the run the parsed CLI ``args`` describe."""
     if args.dry_run:
-        log(f"parameters: {count_parameters(trainer.model):,} ({settings.nlayers} layers)")
-        log(f"vocabulary: {corpus.ntokens:,} words; train tokens {trainer.train_data.numel():,}")
-        log(f"optimizer: {type(trainer.optimizer).__name__} {trainer.optimizer.defaults}")
-        log(f"settings: {settings.to_dict()}")
-        log(f"model: {trainer.model}")
-        return RunResult("dry-run", 0, None)
+        return dry_run(args, log)
+    settings, trainer, config = setup(args, log)
+    rng = np.random.RandomState(args.seed)
     if args.out is None:
         raise SettingsError("--out DIR is required (the run folder)")
     run_dir = rundir.prepare_dir(args.out)
@@ -356,7 +369,7 @@ def train(args: argparse.Namespace, log=print) -> RunResult:
         log(f"[{trainer.tag}] warning: {warning}")
     log(
         f"[{trainer.tag}] {count_parameters(trainer.model):,} parameters, {settings.nlayers} "
-        f"layers, {args.opt} {config['optimizer_kwargs']}, epochs {start}..{settings.epochs}"
+        f"layer(s), {args.opt} {config['optimizer_kwargs']}, epochs {start}..{settings.epochs}"
     )
     session_t0, done_this_session = time.time(), 0
     for epoch in range(start, settings.epochs + 1):

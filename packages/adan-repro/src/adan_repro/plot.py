@@ -29,8 +29,12 @@ def draw_task(
     references: Sequence[Reference] = (),
     ylabel: str = "value",
     xlabel: str = "steps",
+    yscale: str = "linear",
 ) -> None:
-    """Write the task's plot to ``path`` (a PNG; the caller makes the write atomic)."""
+    """Write the task's plot to ``path`` (a PNG; the caller makes the write atomic).
+
+    ``yscale="log"`` suits metrics that fall by orders of magnitude, such as perplexity.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,6 +54,7 @@ def draw_task(
         ax.set_title(f"{task}: mean evaluation {ylabel}, {confidence:.0%} CI band")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
+        ax.set_yscale(yscale)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
