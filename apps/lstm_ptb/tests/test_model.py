@@ -144,3 +144,57 @@ def test_bad_model_sizes_are_errors():
         AWDLSTM(10, nlayers=0)
     with pytest.raises(ValueError, match="dropouti"):
         AWDLSTM(10, nlayers=1, dropouti=-0.1)
+
+
+def test_one_buffer_layout_is_differentiable_and_exact():
+    """The CUDA path lays the four weights out in one buffer; on CPU the same function must
+    give the same output and the same gradients as the separate tensors."""
+    from adan_lstm.model import _one_buffer
+
+    torch.manual_seed(5)
+    layer = DropConnectLSTM(6, 5, wdrop=0.0)
+    x = torch.randn(4, 2, 6)
+    state = (torch.zeros(1, 2, 5), torch.zeros(1, 2, 5))
+    weights = [layer.weight_ih, layer.weight_hh_raw, layer.bias_ih, layer.bias_hh]
+    views = _one_buffer(weights)
+    assert all(
+        v.data_ptr() == views[0].data_ptr() + 4 * o for v, o in zip(views, (0, 120, 220, 240))
+    )  # fmt: skip  (contiguous, in order)
+    outs = []
+    for ws in (weights, views):
+        layer.zero_grad()
+        out, _, _ = torch._VF.lstm(x, state, ws, True, 1, 0.0, True, False, False)
+        out.square().sum().backward()
+        outs.append((out.detach(), [p.grad.clone() for p in weights]))
+    torch.testing.assert_close(outs[0][0], outs[1][0])
+    for a, b in zip(outs[0][1], outs[1][1]):
+        torch.testing.assert_close(a, b)
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (cuDNN path)")
+
+
+@cuda
+def test_cuda_cudnn_path_without_warnings_matches_nn_lstm():
+    torch.manual_seed(6)
+    layer = DropConnectLSTM(32, 48, wdrop=0.5).cuda()
+    x = torch.randn(20, 4, 32, device="cuda")
+    state = (torch.zeros(1, 4, 48, device="cuda"), torch.zeros(1, 4, 48, device="cuda"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # cuDNN warns when the weights are not one buffer
+        layer.train()
+        out, _ = layer(x, state)
+        out.sum().backward()
+        layer.eval()
+        out, _ = layer(x, state)
+    ref = _reference_lstm(layer, layer.weight_hh_raw).cuda()  # copy_ crosses devices
+    torch.testing.assert_close(out, ref(x, state)[0], rtol=1e-4, atol=1e-5)
+    assert layer.weight_hh_raw.grad is not None and layer.weight_hh_raw.grad.abs().sum() > 0
+
+
+@cuda
+def test_cuda_model_trains_a_step():
+    model = AWDLSTM(100, nlayers=3, emsize=16, nhid=24).cuda()
+    logits, *_ = model(torch.randint(0, 100, (10, 2), device="cuda"), model.init_hidden(2))
+    logits.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())

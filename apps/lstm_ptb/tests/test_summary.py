@@ -114,3 +114,18 @@ def test_a_failed_write_leaves_the_old_summary(grid, monkeypatch):
     with pytest.raises(RuntimeError):
         summary.write(grid, "adam", "second")
     assert (grid / "summary.md").read_text() == before
+
+
+def test_throughput_measures_every_optimizer(tmp_path):
+    from adan_lstm import throughput
+
+    out = tmp_path / "tp.csv"
+    argv = ["--preset", "quick", "--vocab", "200", "--steps", "1", "--rounds", "1",
+            "--warmup", "1", "--threads", "1", "--out", str(out)]  # fmt: skip
+    assert throughput.main(argv) == 0
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["optimizer"] for r in rows] == ["adam", "adan"]
+    for r in rows:
+        assert float(r["tokens_per_s"]) > 0 and 0 < float(r["optimizer_share"]) < 1
+    assert float(rows[0]["step_vs_first"]) == 1.0
