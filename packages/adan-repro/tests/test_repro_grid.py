@@ -109,3 +109,15 @@ def test_bad_jobs_and_missing_command():
         grid.run_grid([run], jobs=0)
     with pytest.raises(ValueError, match="neither a command nor a target"):
         grid.run_grid([run])
+
+
+def test_a_shard_allows_the_summary_only_when_the_whole_grid_is_done(tmp_path):
+    runs = _commands(tmp_path, tasks=("A",), opts=("adam", "adan"), seeds=(1,))
+    lines: list[str] = []
+    report, complete = grid.run_my_shard(runs, None, "1/2", 1, 30, tmp_path, lines.append)
+    assert report.counts["finished"] == 1 and not complete
+    assert any("no summary now" in line and "--summarize-only" in line for line in lines)
+    report, complete = grid.run_my_shard(runs, None, "2/2", 1, 30, tmp_path, lines.append)
+    assert report.counts["finished"] == 1 and complete  # the last shard completes the grid
+    _, complete = grid.run_my_shard(runs, None, None, 1, 30, tmp_path, lines.append)
+    assert complete and _starts(runs[0]) == 1  # the whole grid: finished runs are skipped

@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             from adan_core.optim_factory import get_optimizer_spec
 
             args.opts = [get_optimizer_spec(o).name for o in args.opts]
-        k, n = harness.parse_shard(args.shard)
+        harness.parse_shard(args.shard)  # a bad --shard fails before any run
         prepare_dir(args.out)
         runs = plan(args)
         if not args.summarize_only:
@@ -197,18 +197,11 @@ def main(argv: list[str] | None = None) -> int:
 
     failed = []
     if not args.summarize_only:
-        mine = harness.shard(runs, k, n)
-        shard_note = f" (shard {k}/{n} of {len(runs)} runs)" if n > 1 else ""
-        log(f"[grid] {len(mine)} runs{shard_note}, {args.jobs} at a time, output in {args.out}")
-        report = harness.run_grid(mine, run_one, args.jobs, args.log_interval, log)
+        report, complete = harness.run_my_shard(
+            runs, run_one, args.shard, args.jobs, args.log_interval, args.out, log
+        )
         failed = report.failed
-        if n > 1 and not harness.all_done(runs):
-            left = sum(not (r.run_dir / "done.json").exists() for r in runs)
-            log(
-                f"[grid] shard {k}/{n} done; {left} runs of the grid are not finished yet, so "
-                "no summary now. When all shards are done: the same command with "
-                "--summarize-only and without --shard"
-            )
+        if not complete:
             return 1 if failed else 0
 
     curves = summarize.load_grid_curves(args.out)

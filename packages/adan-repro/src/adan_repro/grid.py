@@ -298,3 +298,32 @@ def run_grid(
 def all_done(runs: Iterable[RunSpec]) -> bool:
     """Whether every run has ``done.json`` (a shard uses this to decide on the summary)."""
     return all(rundir.is_done(r.run_dir) for r in runs)
+
+
+def run_my_shard(
+    runs: Sequence[RunSpec],
+    target: Target | None,
+    shard_text: str | None,
+    jobs: int,
+    log_interval: float,
+    out: Path,
+    log: Callable[[str], None] = print,
+) -> tuple[GridReport, bool]:
+    """What an app's grid command does with ``--shard K/N``: run this process's slice of
+    ``runs`` and say whether the summary may be written now (True once every run of the whole
+    grid is finished; a shard that finds runs of other shards unfinished logs how to summarize
+    later and returns False)."""
+    k, n = parse_shard(shard_text)
+    mine = shard(runs, k, n)
+    note = f" (shard {k}/{n} of {len(runs)} runs)" if n > 1 else ""
+    log(f"[grid] {len(mine)} runs{note}, {jobs} at a time, output in {out}")
+    report = run_grid(mine, target, jobs, log_interval, log)
+    if n > 1 and not all_done(runs):
+        left = sum(not rundir.is_done(r.run_dir) for r in runs)
+        log(
+            f"[grid] shard {k}/{n} done; {left} runs of the grid are not finished yet, so no "
+            "summary now. When all shards are done: the same command with --summarize-only "
+            "and without --shard"
+        )
+        return report, False
+    return report, True
