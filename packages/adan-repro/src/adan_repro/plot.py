@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ def draw_task(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     try:
@@ -47,14 +49,23 @@ def draw_task(
                 continue
             steps, values = align(seed_curves)
             lo, hi = confidence_band(values, confidence)
-            (line,) = ax.plot(steps, values.mean(axis=0), label=f"{opt} ({values.shape[0]} seeds)")
+            n = values.shape[0]
+            label = f"{opt} ({n} seed{'s' if n != 1 else ''})"
+            (line,) = ax.plot(steps, values.mean(axis=0), label=label)
             ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.25, linewidth=0)
-        for ref in references:
-            ax.plot(ref.steps, ref.values, "--", color="0.4", linewidth=1, label=ref.label)
+        for ref, style in zip(references, itertools.cycle(("--", ":", "-."))):
+            ax.plot(ref.steps, ref.values, style, color="0.35", linewidth=1.2, label=ref.label)
         ax.set_title(f"{task}: mean evaluation {ylabel}, {confidence:.0%} CI band")
         ax.set_xlabel(xlabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps and epochs are counts
         ax.set_ylabel(ylabel)
         ax.set_yscale(yscale)
+        if yscale == "log":  # plain numbers (180, 200) rather than 1.8 x 10^2
+            from matplotlib.ticker import FuncFormatter
+
+            plain = FuncFormatter(lambda v, _: f"{v:g}")
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
