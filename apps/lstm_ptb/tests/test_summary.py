@@ -71,6 +71,7 @@ def test_writes_every_file_with_references(grid, tmp_path):
     assert "adan is better than adam" in md
     # Our adam seed mean at epoch 1 is (115 + 114) / 2 = 114.5 against 300 published.
     assert "| 1 | 114.50 | 300.00 | -61.8% |" in md
+    assert "| L1 | adam | 1000 | 6 |" in md  # median tokens/s over 2 seeds x 3 epochs
     with open(grid / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert {(r["optimizer"], r["protocol"]) for r in rows} == {

@@ -277,7 +277,15 @@ def markdown(runs: list[dict], table: list[dict], title: str, published: dict) -
         section = _published_section(runs, published)
         if section:
             lines += ["", "## Against AdaBelief's published curves", "", *section]
-    lines += ["", "## Runs", ""]
+    lines += ["", "## Training speed in these runs", "",
+              "| task | optimizer | median tokens/s over epochs and seeds | epochs |",
+              "|---|---|---|---|"]  # fmt: skip
+    for (task, opt), group in _groups(runs).items():
+        speeds = [row["train_tokens_per_s"] for r in group for row in r["rows"]]
+        lines.append(f"| {task} | {opt} | {float(np.median(speeds)):.0f} | {len(speeds)} |")
+    lines += ["", "Wall-clock rates of whole epochs, as the runs met them (other jobs on the "
+              "machine included); `adan_lstm.throughput` measures the optimizers side by side.",
+              "", "## Runs", ""]  # fmt: skip
     lines += [f"- {n}" for n in _settings_notes(runs)]
     lines += ["- std is over seeds (population std); the plots show the seed mean and a "
               f"{PLOT_CONFIDENCE:.0%} t-interval band."]  # fmt: skip
