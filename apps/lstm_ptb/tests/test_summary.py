@@ -129,4 +129,5 @@ def test_throughput_measures_every_optimizer(tmp_path):
     assert [r["optimizer"] for r in rows] == ["adam", "adan"]
     for r in rows:
         assert float(r["tokens_per_s"]) > 0 and 0 < float(r["optimizer_share"]) < 1
+        assert float(r["eval_tokens_per_s_b1"]) > 0 and float(r["eval_tokens_per_s_b10"]) > 0
     assert float(rows[0]["step_vs_first"]) == 1.0

@@ -32,7 +32,8 @@ from .train import build_parser as train_parser
 from .train import optimizer_overrides
 
 HEADER = ("optimizer", "implementation", "tokens_per_s", "step_ms", "optimizer_ms",
-          "optimizer_share", "step_vs_first")  # fmt: skip
+          "optimizer_share", "step_vs_first", "eval_tokens_per_s_b1",
+          "eval_tokens_per_s_b10")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=10, help="steps per optimizer per round")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per optimizer first")
+    p.add_argument(
+        "--eval-tokens",
+        type=int,
+        default=2800,
+        help="tokens per evaluation-speed measurement (batch 1, as the test set; batch 10)",
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, help="also write the table as CSV here")
@@ -109,6 +116,8 @@ def measure(args: argparse.Namespace, log=print) -> list[dict]:
         log(f"[throughput] round {r + 1}/{args.rounds}: " + ", ".join(
             f"{n} {tokens / statistics.median(t for t, _ in v):.0f} tokens/s"
             for n, v in times.items()))  # fmt: skip
+    evals = {b: eval_rate(model, args.vocab, b, args.eval_tokens, s.bptt, device) for b in (1, 10)}
+    log(f"[throughput] evaluation: {evals[1]:.0f} tokens/s at batch 1, {evals[10]:.0f} at 10")
     rows, first = [], None
     for name, v in times.items():
         total = statistics.median(t for t, _ in v)
@@ -117,8 +126,25 @@ def measure(args: argparse.Namespace, log=print) -> list[dict]:
         rows.append({"optimizer": name, "implementation": implementation(optimizers[name]),
                      "tokens_per_s": tokens / total, "step_ms": 1e3 * total,
                      "optimizer_ms": 1e3 * opt_s, "optimizer_share": opt_s / total,
-                     "step_vs_first": total / first})  # fmt: skip
+                     "step_vs_first": total / first, "eval_tokens_per_s_b1": evals[1],
+                     "eval_tokens_per_s_b10": evals[10]})  # fmt: skip
     return rows
+
+
+@torch.no_grad()
+def eval_rate(model, vocab: int, batch_size: int, tokens: int, bptt: int, device) -> float:
+    """Evaluation tokens/s (dropout off, state carried over bptt-long chunks)."""
+    model.eval()
+    steps = max(2, tokens // batch_size)
+    x = torch.randint(0, vocab, (steps, batch_size), device=device)
+    hidden = model.init_hidden(batch_size)
+    _sync(device)
+    t0 = time.perf_counter()
+    for i in range(0, steps - 1, bptt):
+        logits, hidden, _, _ = model(x[i : i + bptt], hidden)
+    _sync(device)
+    model.train()
+    return steps * batch_size / (time.perf_counter() - t0)
 
 
 def markdown(rows: list[dict]) -> str:
@@ -129,6 +155,11 @@ def markdown(rows: list[dict]) -> str:
             f"| {r['optimizer']} | {r['implementation']} | {r['tokens_per_s']:.0f} | "
             f"{r['step_ms']:.1f} | {r['optimizer_ms']:.2f} | {100 * r['optimizer_share']:.1f}% "
             f"| {r['step_vs_first']:.3f} |"
+        )
+    if rows:
+        lines.append(
+            f"\nEvaluation (no optimizer): {rows[0]['eval_tokens_per_s_b1']:.0f} tokens/s at "
+            f"batch 1 (the test set), {rows[0]['eval_tokens_per_s_b10']:.0f} at batch 10."
         )
     return "\n".join(lines) + "\n"
 
