@@ -21,15 +21,14 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from adan_repro.atomic import csv_writer, write_atomic
 
 from adan_core.optim_factory import create_optimizer, implementation
 
-from .model import AWDLSTM, count_parameters, detach_hidden
+from .model import count_parameters, detach_hidden
 from .presets import preset_settings
+from .train import build_model, objective, optimizer_overrides
 from .train import build_parser as train_parser
-from .train import optimizer_overrides
 
 HEADER = ("optimizer", "implementation", "tokens_per_s", "step_ms", "optimizer_ms",
           "optimizer_share", "step_vs_first", "eval_tokens_per_s_b1",
@@ -73,8 +72,7 @@ def measure(args: argparse.Namespace, log=print) -> list[dict]:
     device = torch.device(args.device)
     s = preset_settings(args.preset, args.nlayers)
     torch.manual_seed(0)
-    model = AWDLSTM(args.vocab, s.nlayers, s.emsize, s.nhid, s.dropout, s.dropouth,
-                    s.dropouti, s.dropoute, s.wdrop).to(device)  # fmt: skip
+    model = build_model(s, args.vocab).to(device)
     model.train()
     optimizers = {}
     for opt in args.opts:
@@ -94,9 +92,7 @@ def measure(args: argparse.Namespace, log=print) -> list[dict]:
         hidden = detach_hidden(hidden)
         optimizer.zero_grad()
         logits, hidden, raw, dropped = model(x[:-1], hidden)
-        loss = F.cross_entropy(logits, x[1:].reshape(-1))
-        loss = loss + s.alpha * dropped[-1].pow(2).mean()
-        loss = loss + s.beta * (raw[-1][1:] - raw[-1][:-1]).pow(2).mean()
+        loss, _ = objective(s, logits, x[1:], raw, dropped)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, s.clip)
         _sync(device)

@@ -167,6 +167,26 @@ def pick_device(name: str | None) -> torch.device:
     return device
 
 
+def build_model(settings: LSTMSettings, ntoken: int) -> AWDLSTM:
+    """The AWD-LSTM the settings describe, for a vocabulary of ``ntoken`` words."""
+    s = settings
+    return AWDLSTM(ntoken, s.nlayers, s.emsize, s.nhid, s.dropout, s.dropouth, s.dropouti,
+                   s.dropoute, s.wdrop, s.weight_drop_compat)  # fmt: skip
+
+
+def objective(settings: LSTMSettings, logits, targets, raw, dropped):
+    """``(loss to minimise, cross entropy)``: the cross entropy plus activation regularization
+    (``alpha``, on the last layer's dropped output) and temporal activation regularization
+    (``beta``, on its raw output)."""
+    raw_loss = F.cross_entropy(logits, targets.reshape(-1))
+    loss = raw_loss
+    if settings.alpha:
+        loss = loss + settings.alpha * dropped[-1].pow(2).mean()
+    if settings.beta:
+        loss = loss + settings.beta * (raw[-1][1:] - raw[-1][:-1]).pow(2).mean()
+    return loss, raw_loss
+
+
 class Trainer:
     """The loop of one run; the checkpointed state is ``model``, ``optimizer``, the RNGs and
     ``rows``."""
@@ -177,18 +197,7 @@ class Trainer:
         self.train_data = batchify(ids, settings.batch_size).to(device)
         self.valid_data = batchify(corpus.valid, settings.eval_batch_size).to(device)
         self.test_data = batchify(corpus.test, settings.test_batch_size).to(device)
-        self.model = AWDLSTM(
-            corpus.ntokens,
-            settings.nlayers,
-            settings.emsize,
-            settings.nhid,
-            settings.dropout,
-            settings.dropouth,
-            settings.dropouti,
-            settings.dropoute,
-            settings.wdrop,
-            settings.weight_drop_compat,
-        ).to(device)
+        self.model = build_model(settings, corpus.ntokens).to(device)
         self.opt_kwargs = optimizer_overrides(args, settings.nlayers)
         self.optimizer = create_optimizer(self.model, args, **self.opt_kwargs)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -220,12 +229,7 @@ class Trainer:
             hidden = detach_hidden(hidden)
             self.optimizer.zero_grad()
             logits, hidden, raw, dropped = model(x, hidden)
-            raw_loss = F.cross_entropy(logits, y.reshape(-1))
-            loss = raw_loss
-            if s.alpha:  # activation regularization on the last layer's dropped output
-                loss = loss + s.alpha * dropped[-1].pow(2).mean()
-            if s.beta:  # temporal activation regularization on its raw output
-                loss = loss + s.beta * (raw[-1][1:] - raw[-1][:-1]).pow(2).mean()
+            loss, raw_loss = objective(s, logits, y, raw, dropped)
             loss.backward()
             if s.clip:
                 torch.nn.utils.clip_grad_norm_(self.params, s.clip)
