@@ -21,16 +21,12 @@ from adan_repro.rundir import prepare_dir
 
 from . import summary
 from .data import ENV_DIR
+from .presets import task_label
 
 PAPER_LAYERS = [1, 2, 3]
 PAPER_SEEDS = [141, 142, 143]  # the setting ran seed 141 only; two more give a spread
 QUICK = {"layers": [1], "seeds": [1, 2], "preset": "quick"}
 TITLE = "AWD-LSTM on Penn Treebank: Adam vs Adan"
-
-
-def task_label(nlayers: int, compat: bool) -> str:
-    """The grid's name for a depth (and the weight-drop mode): ``L2`` or ``L2-compat``."""
-    return f"L{nlayers}" + ("-compat" if compat else "")
 
 
 def run_one(spec: RunSpec, log) -> str:

@@ -80,6 +80,12 @@ class LSTMSettings:
         return d
 
 
+def task_label(nlayers: int, compat: bool) -> str:
+    """The grid's name for a depth and weight-drop mode: ``L2``, or ``L2-compat`` for runs with
+    the setting's frozen recurrent weights (run folders and summaries use it alike)."""
+    return f"L{nlayers}" + ("-compat" if compat else "")
+
+
 def scaled_when(epochs: int) -> tuple[int, ...]:
     """The setting's lr drops (after epochs 100 and 145 of 200) for a schedule of ``epochs``."""
     return tuple(sorted({max(1, min(epochs, round(f * epochs))) for f in DROP_FRACTIONS}))

@@ -18,7 +18,9 @@ from adan_repro import rundir
 from adan_repro.atomic import Batch, csv_writer, text_writer
 from adan_repro.plot import Reference, draw_task
 from adan_repro.stats import welch
+from adan_repro.summarize import verdict
 
+from .presets import task_label
 from .train import EVAL_HEADER, PROTOCOLS, protocols
 
 PLOT_CONFIDENCE = 0.75
@@ -37,9 +39,9 @@ COMPARED_EPOCHS = 10  # epochs shown in the published-curve comparison
 
 
 def task_of(config: dict) -> str:
-    """``L<n>``, with ``-compat`` for runs with the setting's frozen recurrent weights."""
+    """The grid's task name of a recorded run (see :func:`adan_lstm.presets.task_label`)."""
     st = config["settings"]
-    return f"L{st['nlayers']}" + ("-compat" if st.get("weight_drop_compat") else "")
+    return task_label(st["nlayers"], bool(st.get("weight_drop_compat")))
 
 
 def load_runs(out: Path) -> list[dict]:
@@ -145,14 +147,6 @@ def _cell(x, digits: int = 2) -> str:
     if x == "":
         return ""
     return f"{x:.4g}" if isinstance(x, float) and digits < 0 else f"{x:.{digits}f}"
-
-
-def _verdict(d, opt: str, baseline: str) -> str:
-    if not d.testable:
-        return f"{d.reason}."
-    if d.p < 0.05:
-        return f"{opt} is {'better' if d.diff < 0 else 'worse'} than {baseline} (p = {d.p:.3g})."
-    return f"the seeds cannot tell {opt} from {baseline} (p = {d.p:.3g}; the interval holds 0)."
 
 
 def _layers(n: int) -> str:
@@ -269,8 +263,8 @@ def markdown(runs: list[dict], table: list[dict], title: str, published: dict) -
             "",
         ]
         lines += [
-            f"- {r['task']}, {r['protocol']} protocol: " + _verdict(r["_d"], r["optimizer"],
-                                                                   r["baseline"])
+            f"- {r['task']}, {r['protocol']} protocol: " + verdict(r["_d"], r["optimizer"],
+                                                                  r["baseline"], "lower")
             for r in compared
         ]  # fmt: skip
     if published:
