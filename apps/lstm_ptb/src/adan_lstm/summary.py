@@ -143,10 +143,11 @@ def curves(runs: list[dict], metric: str) -> dict:
     return out
 
 
-def _cell(x, digits: int = 2) -> str:
-    if x == "":
-        return ""
-    return f"{x:.4g}" if isinstance(x, float) and digits < 0 else f"{x:.{digits}f}"
+def _csv_cell(key: str, x):
+    """A summary.csv cell: p-values to 4 significant digits, other floats to 2 decimals."""
+    if not isinstance(x, float):
+        return x
+    return f"{x:.4g}" if key == "p" else f"{x:.2f}"
 
 
 def _layers(n: int) -> str:
@@ -321,8 +322,7 @@ def write(
                         task, c, p, PLOT_CONFIDENCE, refs, f"{metric} perplexity", "epoch", "log"
                     ),
                 )
-        cells = [[_cell(r[k], -1) if k == "p" else _cell(r[k]) if isinstance(r[k], float)
-                  else r[k] for k in SUMMARY_HEADER] for r in table]  # fmt: skip
+        cells = [[_csv_cell(k, r[k]) for k in SUMMARY_HEADER] for r in table]
         batch.add(Path(out) / "summary.csv", csv_writer(SUMMARY_HEADER, cells))
         batch.add(Path(out) / "curves.csv", csv_writer(CURVES_HEADER, curve_rows))
         batch.add(Path(out) / "summary.md", text_writer(text))
