@@ -133,7 +133,9 @@ def plan(args: argparse.Namespace) -> list[RunSpec]:
         common += ["--data", str(args.data)]
     common += shlex.split(args.train_args)
     if preset == "wt103-base" and not args.opts_given:
-        pairs = [(task_label(preset, r), RUNS[r].opt, ["--run", r]) for r in args.runs or PAPER_RUNS]
+        pairs = [
+            (task_label(preset, r), RUNS[r].opt, ["--run", r]) for r in args.runs or PAPER_RUNS
+        ]
     else:
         if args.runs:
             raise ValueError("--runs names the paper's runs: use it with --preset wt103-base only")

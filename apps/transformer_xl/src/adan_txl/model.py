@@ -59,6 +59,7 @@ class ModelConfig:
             (self.n_token >= 2, f"n_token must be at least 2, got {self.n_token}"),
             (min(self.n_layer, self.n_head, self.d_head) >= 1, "n_layer/n_head/d_head >= 1"),
             (min(self.d_model, self.d_inner) >= 1, "d_model and d_inner must be positive"),
+            (self.d_model % 2 == 0, f"d_model must be even (sin/cos pairs), got {self.d_model}"),
             (0 <= self.dropout < 1 and 0 <= self.dropatt < 1, "dropouts must be in [0, 1)"),
             (self.div_val >= 1, f"div_val must be at least 1, got {self.div_val}"),
             (
@@ -114,6 +115,8 @@ class Window:
     def __post_init__(self) -> None:
         if self.mem_len < 0:
             raise ModelConfigError(f"mem_len must be >= 0, got {self.mem_len}")
+        if self.same_length and self.mem_len == 0:  # every key would be masked
+            raise ModelConfigError("same_length needs mem_len >= 1")
 
 
 @dataclass
@@ -335,12 +338,14 @@ class AdaptiveLogSoftmax(nn.Module):
     def _logits(hidden: Tensor, weight: Tensor, bias: Tensor, proj: Tensor | None) -> Tensor:
         if proj is not None:
             hidden = F.linear(hidden, proj.t())
-        return F.linear(hidden, weight, bias)
+        logits = F.linear(hidden, weight, bias)
+        # At least float32 for the log-softmax, but no narrowing of a float64 model.
+        return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
     def forward(self, hidden: Tensor, target: Tensor) -> Tensor:
         """Per-token NLL of ``target`` (N,) given ``hidden`` (N, d_model), in float32 or
         wider (the log-softmax runs in at least float32 under autocast)."""
-        head = self._logits(hidden, *self._cluster(0)).float()
+        head = self._logits(hidden, *self._cluster(0))
         head_logprob = F.log_softmax(head, dim=-1)
         if not self.n_clusters:
             return -head_logprob.gather(1, target[:, None]).squeeze(1)
@@ -354,7 +359,7 @@ class AdaptiveLogSoftmax(nn.Module):
             if i == 0:
                 token_logprob = logprob.gather(1, local).squeeze(1)
             else:
-                tail = self._logits(hidden.index_select(0, index), *self._cluster(i)).float()
+                tail = self._logits(hidden.index_select(0, index), *self._cluster(i))
                 token_logprob = logprob[:, -i] + F.log_softmax(tail, -1).gather(1, local).squeeze(1)
             nll.index_copy_(0, index, -token_logprob)
         return nll

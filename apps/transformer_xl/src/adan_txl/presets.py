@@ -92,8 +92,10 @@ class TXLSettings:
                 self.train_tokens is None or self.train_tokens >= 2 * self.batch_size,
                 f"train_tokens must hold at least two rows of {self.batch_size} streams",
             ),  # fmt: skip
-            (self.eval_tokens is None or self.eval_tokens >= 2 * self.eval_batch_size,
-             "eval_tokens must hold at least two rows of the eval batch"),  # fmt: skip
+            (
+                self.eval_tokens is None or self.eval_tokens >= 2 * self.eval_batch_size,
+                "eval_tokens must hold at least two rows of the eval batch",
+            ),  # fmt: skip
             (0 <= self.dropout < 1 and 0 <= self.dropatt < 1, "dropouts must be in [0, 1)"),
         ]
         for ok, message in checks:

@@ -37,6 +37,7 @@ from adan_repro.progress import elapsed, measured_rate, rate
 
 from adan_core.optim_factory import add_optimizer_args, create_optimizer, describe, implementation
 
+from .convert import save_checkpoint
 from .data import (
     DataError,
     OrderedStream,
@@ -45,6 +46,7 @@ from .data import (
     micro_columns,
     resolve_data_dir,
 )
+from .evaluate import evaluate_stream
 from .model import Memory, ModelConfigError, TransformerXL, Window, count_parameters
 from .presets import (
     OPTIMIZER_PRESETS,
@@ -180,6 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="reproduce the original's schedule off-by-one: its first step runs at the full lr "
         "before the warm-up (default: the warm-up starts at lr/warmup)",
     )
+    model = p.add_argument_group("model", "override the preset's architecture")
+    sizes = {
+        "--n-layer": "decoder layers",
+        "--n-head": "attention heads",
+        "--d-model": "model width",
+        "--d-head": "width of one head",
+        "--d-inner": "feed-forward width",
+        "--div-val": "adaptive input/softmax divisor: cluster i embeds in d_model / div_val**i",
+    }
+    for flag, what in sizes.items():
+        model.add_argument(flag, type=int, help=what)
+    model.add_argument("--dropout", type=float, help="dropout (the paper's 0.1)")
+    model.add_argument("--dropatt", type=float, help="attention dropout (the paper's 0.0)")
     p.add_argument("--train-tokens", type=int, help="train on the first N training tokens only")
     p.add_argument("--eval-tokens", type=int, help="evaluate on the first N tokens only")
     p.add_argument(
@@ -188,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"--dry-run without data: the vocabulary to build for (default {WT103_VOCAB:,}, "
         "WikiText-103's)",
     )
-    p.add_argument("--device", help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
+    p.add_argument(
+        "--device", help="torch device (default: cuda:LOCAL_RANK if available, else cpu)"
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--log-interval", type=float, default=60.0, help="seconds between lines")
     p.add_argument("--tag", help="name shown in progress lines (default: the run folder)")
@@ -212,8 +229,9 @@ def settings_from_args(args: argparse.Namespace) -> TXLSettings:
     return scale_settings(
         args.preset,
         max_step=args.max_step or (run.max_step if run else None),
-        warmup_step=args.warmup_step if args.warmup_step is not None else (
-            run.warmup_step if run else None),  # fmt: skip
+        warmup_step=args.warmup_step
+        if args.warmup_step is not None
+        else (run.warmup_step if run else None),  # fmt: skip
         eval_interval=args.eval_interval,
         tgt_len=args.tgt_len,
         mem_len=args.mem_len,
@@ -223,6 +241,14 @@ def settings_from_args(args: argparse.Namespace) -> TXLSettings:
         lr_schedule_compat=True if args.lr_schedule_compat else None,
         train_tokens=args.train_tokens,
         eval_tokens=args.eval_tokens,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        d_model=args.d_model,
+        d_head=args.d_head,
+        d_inner=args.d_inner,
+        div_val=args.div_val,
+        dropout=args.dropout,
+        dropatt=args.dropatt,
     )
 
 
@@ -284,7 +310,9 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             # With div_val > 1 a tail cluster without targets in a batch gets no gradient.
-            self.net = DDP(self.model, device_ids=ids, find_unused_parameters=self.config.div_val > 1)
+            self.net = DDP(
+                self.model, device_ids=ids, find_unused_parameters=self.config.div_val > 1
+            )
         torch.manual_seed(args.seed * 1000 + procs.rank)  # each process its own dropout
         self.optimizer = create_optimizer(self.model, args, **optimizer_overrides(args))
         self.base_lr = self.optimizer.param_groups[0]["lr"]
@@ -295,14 +323,19 @@ class Trainer:
         stream = OrderedStream(train, settings.batch_size)
         self.accum = args.accum_steps
         self.streams = [
-            stream.columns(*micro_columns(settings.batch_size, procs.world, procs.rank,
-                                          self.accum, a))  # fmt: skip
+            stream.columns(
+                *micro_columns(settings.batch_size, procs.world, procs.rank, self.accum, a)
+            )  # fmt: skip
             for a in range(self.accum)
         ]
         self.segments_per_epoch = stream.num_segments(settings.tgt_len)
         cut = settings.eval_tokens
-        self.valid = OrderedStream(corpus.valid[:cut] if cut else corpus.valid, settings.eval_batch_size)
-        self.test = OrderedStream(corpus.test[:cut] if cut else corpus.test, settings.eval_batch_size)
+        self.valid = OrderedStream(
+            corpus.valid[:cut] if cut else corpus.valid, settings.eval_batch_size
+        )
+        self.test = OrderedStream(
+            corpus.test[:cut] if cut else corpus.test, settings.eval_batch_size
+        )
         self.step, self.epoch, self.segment = 0, 1, 0
         self.memories = [Memory() for _ in range(self.accum)]
         self.rows: list[dict] = []
@@ -316,7 +349,7 @@ class Trainer:
 
     def train_step(self) -> tuple[float, int]:
         """One optimizer step on the next segment of every stream; returns (mean loss over
-        this process's tokens, tokens of the whole step)."""
+        the global batch, tokens of the whole step)."""
         if self.segment >= self.segments_per_epoch:  # a new pass: the original starts it
             self.epoch, self.segment = self.epoch + 1, 0  # without memory
             self.memories = [Memory() for _ in range(self.accum)]
@@ -326,7 +359,7 @@ class Trainer:
         for a, stream in enumerate(self.streams):
             data, target = stream.segment(self.segment, self.s.tgt_len, self.device)
             sync = a == self.accum - 1 or self.procs.world == 1
-            with (contextlib.nullcontext() if sync else self.net.no_sync()):
+            with contextlib.nullcontext() if sync else self.net.no_sync():
                 with autocast(self.s, self.device):
                     nll, self.memories[a] = self.net(data, target, self.memories[a],
                                                      self.s.train_window)  # fmt: skip
@@ -336,6 +369,10 @@ class Trainer:
                 loss.backward()
             total += loss.item()
             tokens += target.numel()
+        if self.procs.world > 1:  # the logged loss is the global batch's, as with one process
+            mean = torch.tensor([total], dtype=torch.float64, device=self.device)
+            dist.all_reduce(mean)
+            total = mean.item() / self.procs.world
         if self.s.clip:
             torch.nn.utils.clip_grad_norm_(self.params, self.s.clip)
         self.step += 1
@@ -347,21 +384,13 @@ class Trainer:
         return total, tokens * self.procs.world
 
     # ---- evaluation --------------------------------------------------------------------
-    @torch.no_grad()
     def evaluate(self, stream: OrderedStream, tgt_len: int, window: Window) -> float:
-        """Mean NLL per token over ``stream`` in segments of ``tgt_len`` with ``window``'s
-        memory (dropout off), as the original's evaluate()."""
-        model = self.model
-        model.eval()
-        memory, total, count = Memory(), 0.0, 0
-        for k in range(stream.num_segments(tgt_len)):
-            data, target = stream.segment(k, tgt_len, self.device)
-            with autocast(self.s, self.device):
-                nll, memory = model(data, target, memory, window)
-            total += nll.float().sum().item()
-            count += nll.numel()
-        model.train()
-        return total / count
+        """Mean NLL per token over ``stream`` (see :func:`adan_txl.evaluate.evaluate_stream`)
+        in this run's precision."""
+        with autocast(self.s, self.device):
+            loss, _ = evaluate_stream(self.model, stream, tgt_len, window, self.device)
+        self.model.train()
+        return loss
 
     def protocol(self, name: str) -> dict:
         s = self.s
@@ -384,7 +413,9 @@ class Trainer:
             "accum": self.accum,
             "memories": [m.states for m in self.memories],
             "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "cuda_rng": torch.cuda.get_rng_state(self.device)
+            if self.device.type == "cuda"
+            else None,
         }
 
     def save(self, run_dir: Path) -> None:
@@ -444,8 +475,7 @@ class Trainer:
 
 def save_model(model: TransformerXL, path: Path) -> None:
     """Our model file: its config and weights (``adan_txl.convert.load_checkpoint`` reads it)."""
-    payload = {"config": model.cfg.to_dict(), "model": model.state_dict()}
-    write_atomic(path, lambda t: torch.save(payload, t))
+    write_atomic(path, lambda tmp: save_checkpoint(model, tmp))
 
 
 def run_config(args, settings: TXLSettings, corpus, trainer: Trainer) -> dict:
@@ -459,8 +489,9 @@ def run_config(args, settings: TXLSettings, corpus, trainer: Trainer) -> dict:
         "settings": settings.to_dict(),
         "warmup_step": trainer.warmup,
         "model": trainer.config.to_dict(),
-        "optimizer_kwargs": describe(type(trainer.optimizer), dict(trainer.optimizer.defaults),
-                                     False)["kwargs"],  # fmt: skip
+        "optimizer_kwargs": describe(
+            type(trainer.optimizer), dict(trainer.optimizer.defaults), False
+        )["kwargs"],  # fmt: skip
         "data_md5": dict(corpus.md5),
         "vocab": len(corpus.vocab),
     }
@@ -557,7 +588,11 @@ def train(args: argparse.Namespace, log=print) -> RunResult:
     while trainer.step < s.max_step:
         loss, tokens = trainer.train_step()
         session_steps += 1
-        window_loss, window_steps, window_tokens = window_loss + loss, window_steps + 1, window_tokens + tokens
+        window_loss, window_steps, window_tokens = (
+            window_loss + loss,
+            window_steps + 1,
+            window_tokens + tokens,
+        )
         now = time.time()
         if now - last_line >= args.log_interval:
             last_line = now
@@ -571,7 +606,9 @@ def train(args: argparse.Namespace, log=print) -> RunResult:
             continue
         train_s = time.time() - t_window
         t_eval = time.time()
-        valid = trainer.evaluate(trainer.valid, s.eval_tgt_len, s.train_window) if procs.main else 0.0
+        valid = (
+            trainer.evaluate(trainer.valid, s.eval_tgt_len, s.train_window) if procs.main else 0.0
+        )
         if procs.main and valid < trainer.best_valid:
             # Written before the checkpoint: if a crash falls in between, the resumed run
             # recomputes the same weights and the same valid loss and writes it again.
