@@ -299,7 +299,9 @@ def test_matches_the_original_batchify_layout():
     assert torch.equal(got_x, ref[:-1]) and torch.equal(got_y, ref[1:])
 
 
-@pytest.mark.parametrize(("B", "W", "A"), [(12, 1, 1), (12, 2, 3), (12, 4, 1), (8, 2, 4)])
+@pytest.mark.parametrize(
+    ("B", "W", "A"), [(12, 1, 1), (12, 2, 3), (12, 4, 1), (8, 2, 4), (60, 8, 1), (10, 3, 2)]
+)
 def test_micro_columns_partition_the_batch(B, W, A):
     tokens = np.arange(B * 10, dtype=np.int32)
     s = OrderedStream(tokens, B)
@@ -309,7 +311,7 @@ def test_micro_columns_partition_the_batch(B, W, A):
     for rank in range(W):
         for micro in range(A):
             start, stop = micro_columns(B, W, rank, A, micro)
-            assert stop - start == B // (W * A)
+            assert stop - start in (B // (W * A), -(-B // (W * A)))  # sizes differ by <= 1
             seen += range(start, stop)
             part = s.columns(start, stop)
             assert np.shares_memory(part.x, tokens) and part.batch_size == stop - start
@@ -321,16 +323,21 @@ def test_micro_columns_partition_the_batch(B, W, A):
 
 
 def test_micro_columns_errors_say_what_to_choose():
-    with pytest.raises(DataError, match=r"batch size 60 .* 8 processes x 2 .* multiple of 16"):
-        micro_columns(60, 8, 0, 2, 0)
-    with pytest.raises(DataError, match="e.g. 8"):
-        micro_columns(5, 4, 0, 2, 0)
+    with pytest.raises(DataError, match=r"batch size 6 .* 4 processes x 2 .* at most 6"):
+        micro_columns(6, 4, 0, 2, 0)
     with pytest.raises(DataError, match="out of range"):
         micro_columns(16, 2, 2, 1, 0)
     with pytest.raises(DataError, match="out of range"):
         micro_columns(16, 2, 0, 2, 2)
     with pytest.raises(DataError, match="at least 1"):
         micro_columns(16, 0, 0, 1, 0)
+
+
+def test_micro_columns_split_60_streams_over_8_processes():
+    sizes = [micro_columns(60, 8, r, 1, 0) for r in range(8)]
+    assert [b - a for a, b in sizes] == [7, 8, 7, 8, 7, 8, 7, 8]
+    assert sizes[0][0] == 0 and sizes[-1][1] == 60
+    assert all(sizes[i][1] == sizes[i + 1][0] for i in range(7))
 
 
 def test_stream_errors():

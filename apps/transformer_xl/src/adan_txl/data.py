@@ -564,8 +564,10 @@ def micro_columns(
     batch_size: int, world_size: int, rank: int, accum_steps: int, micro: int
 ) -> tuple[int, int]:
     """Columns ``[start, stop)`` of the global batch for accumulation step ``micro`` of
-    ``rank``: ``(rank * accum_steps + micro) * b`` onwards, ``b = batch_size / (world_size *
-    accum_steps)``, so every column is used by exactly one rank and micro-batch."""
+    ``rank``: the batch cut into ``world_size * accum_steps`` contiguous parts whose sizes
+    differ by at most one (60 streams on 8 GPUs: four parts of 7 and four of 8), so every
+    column is used by exactly one rank and micro-batch. The training loss weighs each part by
+    its size, which keeps the update the whole batch's."""
     if world_size < 1 or accum_steps < 1 or batch_size < 1:
         raise DataError(
             f"batch size {batch_size}, world size {world_size} and accumulation steps "
@@ -577,17 +579,14 @@ def micro_columns(
             f"{accum_steps} accumulation steps"
         )
     parts = world_size * accum_steps
-    if batch_size % parts:
-        lower, upper = batch_size // parts * parts, (batch_size // parts + 1) * parts
-        near = f"{lower} or {upper}" if lower else str(upper)
+    if parts > batch_size:
         raise DataError(
             f"batch size {batch_size} does not split into {world_size} processes x "
-            f"{accum_steps} accumulation steps; choose a batch size that is a multiple of "
-            f"{parts} (e.g. {near}) or change the number of processes / accumulation steps"
+            f"{accum_steps} accumulation steps: some would get no stream; use at most "
+            f"{batch_size} processes x accumulation steps"
         )
-    b = batch_size // parts
-    start = (rank * accum_steps + micro) * b
-    return start, start + b
+    part = rank * accum_steps + micro
+    return part * batch_size // parts, (part + 1) * batch_size // parts
 
 
 class OrderedStream:

@@ -363,9 +363,10 @@ class Trainer:
                 with autocast(self.s, self.device):
                     nll, self.memories[a] = self.net(data, target, self.memories[a],
                                                      self.s.train_window)  # fmt: skip
-                # The mean over this micro-batch, / accum: the sum over micro-batches is this
-                # process's mean, and DDP's gradient average makes it the global batch's mean.
-                loss = nll.float().mean() / self.accum
+                # This micro-batch's share of the global batch's mean: its sum over all the
+                # batch's tokens, times the number of processes because DDP averages the
+                # gradients over them. Parts may differ by a stream (60 streams on 8 GPUs).
+                loss = nll.float().sum() * (self.procs.world / (self.s.batch_size * nll.size(0)))
                 loss.backward()
             total += loss.item()
             tokens += target.numel()
@@ -579,7 +580,7 @@ def train(args: argparse.Namespace, log=print) -> RunResult:
         f"[{trainer.tag}] {count_parameters(trainer.model):,} parameters, {args.opt} "
         f"{config['optimizer_kwargs']}, warm-up {trainer.warmup}, steps "
         f"{trainer.step + 1}..{s.max_step}, {procs.world} process(es) x {trainer.accum} "
-        f"micro-batch(es) of {s.batch_size // (procs.world * trainer.accum)} streams, "
+        f"micro-batch(es) of {s.batch_size / (procs.world * trainer.accum):g} streams, "
         f"{s.precision} on {procs.device}"
     )
     session_steps, t_session = 0, time.time()
