@@ -132,10 +132,10 @@ def test_writes_every_file_with_valid_pngs(grid):
     seed2 = [float(r["valid_ppl"]) for r in pick(rows, optimizer="adan", seed=2)]
     assert seed2 == ADAN_VALID[2]
     md = (grid / "summary.md").read_text()
-    for heading in ("## 1. Valid", "## 2. Steps to reach", "## 3. Test perplexity under both",
-                    "## 5. Training speed", "## 6. Runs"):  # fmt: skip
+    for heading in ("## Valid", "## Steps to reach", "## Test perplexity under both",
+                    "## Training speed", "## Runs"):  # fmt: skip
         assert heading in md
-    assert "## 4. Against the paper" not in md  # ptb-scaled is not one of the paper's tasks
+    assert "## Against the paper" not in md  # ptb-scaled is not one of the paper's tasks
     assert "[ptb-scaled_valid.png](ptb-scaled_valid.png)" in md
     assert "adan_txl.throughput" in md
     # Speeds 1000, 2000, 3000, 4000 in every run: median 2500 over 12 windows.
@@ -346,7 +346,7 @@ def test_paper_logs_as_references_and_the_against_the_paper_table(tmp_path, monk
     assert test["baseline_task"] == "wt103-base-200k" and float(test["diff"]) == -0.5
     assert "too few seeds" in test["detail"] and test["p"] == ""  # one seed a side
     md = (out / "summary.md").read_text()
-    assert "## 4. Against the paper's logs" in md
+    assert "## Against the paper's logs" in md
     assert "| wt103-base-200k | adam | adam-200k | 1 | 25.00 ± 0.00 | 24.241 | +0.76 |" in md
     assert "| adan-100k − adam-200k | -0.50 | +0.023 |" in md
 

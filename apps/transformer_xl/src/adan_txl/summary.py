@@ -557,7 +557,7 @@ def _diff_text(d: Difference | None) -> tuple[str, str]:
 
 def _valid_section(runs: list[Run], valid: list[dict]) -> list[str]:
     lines = [
-        "## 1. Valid perplexity curves",
+        "## Valid perplexity curves",
         "",
         "| task | optimizer | seeds | final step | final valid ppl | best valid ppl (step) | "
         "steps to baseline's final (mean curve) | final − baseline [95% CI] | Welch p |",
@@ -600,7 +600,7 @@ def _valid_section(runs: list[Run], valid: list[dict]) -> list[str]:
 def _reach_section(reach: list[dict]) -> list[str]:
     lines = [
         "",
-        "## 2. Steps to reach the baseline's final valid perplexity, per seed",
+        "## Steps to reach the baseline's final valid perplexity, per seed",
         "",
         "The Adan paper's claim: Adan reaches Adam's result in about half the steps.",
         "",
@@ -645,7 +645,7 @@ def _reach_section(reach: list[dict]) -> list[str]:
 
 
 def _protocol_section(runs: list[Run], protocols: list[dict]) -> list[str]:
-    lines = ["## 3. Test perplexity under both evaluation protocols", ""]
+    lines = ["## Test perplexity under both evaluation protocols", ""]
     lines += [f"- **{name}**: {text}." for name, text in PROTOCOL_TEXT.items()]
     lines += [
         "",
@@ -699,7 +699,7 @@ def _paper_section(paper: list[dict]) -> list[str]:
     if not paper:
         return []
     lines = [
-        "## 4. Against the paper's logs",
+        "## Against the paper's logs",
         "",
         "The paper's numbers are one run each (seed 1111), from the released logs "
         "(`adan_txl/paper_logs.md`); ours under the paper protocol.",
@@ -740,7 +740,7 @@ def _paper_section(paper: list[dict]) -> list[str]:
 
 def _speed_section(speed: list[dict]) -> list[str]:
     lines = [
-        "## 5. Training speed in these runs",
+        "## Training speed in these runs",
         "",
         "| task | optimizer | median train tokens/s | eval windows | seeds |",
         "|---|---|---|---|---|",
@@ -782,7 +782,7 @@ def _run_notes(runs: list[Run]) -> list[str]:
 
 
 def _runs_section(runs: list[Run]) -> list[str]:
-    lines = ["## 6. Runs", ""]
+    lines = ["## Runs", ""]
     lines += [f"- {n}" for n in _run_notes(runs)]
     late = [r for r in runs if not r.finished]
     if late:
