@@ -9,6 +9,7 @@ import torch
 from adan_repro import rundir
 from adan_txl import evaluate
 from adan_txl.convert import load_checkpoint, to_original
+from adan_txl.data import DataError
 from adan_txl.train import build_parser, train
 from conftest import TINY, WORDS
 
@@ -67,3 +68,16 @@ def test_missing_checkpoint_and_data_are_errors(trained, tmp_path, capsys):
     argv = ["--checkpoint", str(trained / "final" / "model.pt"), "--data", str(tmp_path / "no")]
     assert evaluate.main(argv) == 2
     assert "--data" in capsys.readouterr().err
+
+
+def test_a_text_file_scores_like_the_split_it_copies(trained, corpus_dir, tmp_path):
+    ckpt = str(trained / "final" / "model.pt")
+    common = ["--checkpoint", ckpt, "--data", str(corpus_dir), *PAPER]
+    split = evaluate.run(evaluate.build_parser().parse_args([*common, "--split", "valid"]), print)
+    copy = tmp_path / "mine.txt"
+    copy.write_text((corpus_dir / "ptb.valid.txt").read_text())
+    mine = evaluate.run(evaluate.build_parser().parse_args([*common, "--file", str(copy)]), print)
+    assert mine["paper"]["loss"] == split["paper"]["loss"]
+    copy.write_text("w1 w2 unseenword\n")
+    with pytest.raises(DataError, match="unseenword"):
+        evaluate.run(evaluate.build_parser().parse_args([*common, "--file", str(copy)]), print)

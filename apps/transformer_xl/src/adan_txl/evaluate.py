@@ -19,12 +19,14 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .convert import ConversionError, load_checkpoint
-from .data import DataError, OrderedStream, load_corpus, resolve_data_dir
+from .data import DataError, OrderedStream, encode_file, load_corpus, resolve_data_dir
 from .model import Memory, TransformerXL, Window
 
 # name -> (tgt_len, Window): the Adan paper's table (train.py's evaluation) and Transformer-XL's
@@ -55,6 +57,17 @@ def evaluate_stream(
     return total / count, count
 
 
+def encode_text(path: Path, corpus) -> np.ndarray:
+    """The ids of a text file, tokenized as the corpus's files (its case rule, one ``<eos>``
+    per line); an unknown word is a DataError naming it."""
+    if not Path(path).is_file():
+        raise EvalError(f"--file {str(path)!r} does not exist")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "ids.npy"
+        encode_file(Path(path), corpus.vocab, corpus.kind == "ptb", out)
+        return np.load(out)
+
+
 def check_vocabulary(model: TransformerXL, n_words: int, where: Path) -> None:
     if model.cfg.n_token != n_words:
         raise EvalError(
@@ -74,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, required=True, help="model file (see above)")
     p.add_argument("--data", type=Path, help="corpus folder (default $TXL_DATA, else the cache)")
     p.add_argument("--split", choices=("valid", "test"), default="test", help="split to score")
+    p.add_argument(
+        "--file",
+        type=Path,
+        help="score this text file instead of a split, tokenized as the corpus (one <eos> per "
+        "line) with the vocabulary of --data",
+    )
     p.add_argument(
         "--protocol",
         choices=(*PROTOCOLS, "both"),
@@ -106,7 +125,10 @@ def run(args: argparse.Namespace, log=print) -> dict[str, dict]:
     folder = resolve_data_dir(args.data, allow_download=False)
     corpus = load_corpus(folder)
     check_vocabulary(model, len(corpus.vocab), folder)
-    stream = OrderedStream(getattr(corpus, args.split), args.batch_size)
+    tokens, what = getattr(corpus, args.split), args.split
+    if args.file is not None:
+        tokens, what = encode_text(args.file, corpus), str(args.file)
+    stream = OrderedStream(tokens, args.batch_size)
     names = list(PROTOCOLS) if args.protocol == "both" else [args.protocol]
     results = {}
     for name in names:
@@ -120,12 +142,12 @@ def run(args: argparse.Namespace, log=print) -> dict[str, dict]:
         if tgt_len < 1:
             raise EvalError(f"--tgt-len must be at least 1, got {tgt_len}")
         loss, tokens = evaluate_stream(model, stream, tgt_len, window, device)
-        results[name] = {"split": args.split, "tgt_len": tgt_len, "mem_len": window.mem_len,
+        results[name] = {"split": what, "tgt_len": tgt_len, "mem_len": window.mem_len,
                          "clamp_len": window.clamp_len, "same_length": window.same_length,
                          "loss": loss, "ppl": math.exp(loss), "tokens": tokens}  # fmt: skip
         log(
             f"{name} protocol (tgt_len {tgt_len}, mem_len {window.mem_len}, clamp_len "
-            f"{window.clamp_len}, same_length {window.same_length}): {args.split} loss "
+            f"{window.clamp_len}, same_length {window.same_length}): {what} loss "
             f"{loss:.4f}, ppl {math.exp(loss):.3f} over {tokens:,} tokens"
         )
     if args.json:
