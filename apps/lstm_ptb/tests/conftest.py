@@ -1,36 +1,13 @@
-"""A small corpus the tests write: sentences from a fixed random Markov chain over 40 words,
-so that a language model can learn something in seconds."""
+"""The corpus the tests write (adan_repro.testing's Markov-chain text, learnable in seconds) and
+a model small enough for seconds on one core."""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
-
-WORDS = [f"w{i}" for i in range(39)] + ["<unk>"]
-
-
-def write_corpus(folder: Path, lines: dict[str, int] | None = None, seed: int = 0) -> Path:
-    """ptb.{train,valid,test}.txt in ``folder``; every word of valid/test occurs in train."""
-    rng = random.Random(seed)
-    # Each word has 3 likely successors: the chain is easy to learn, hard to guess blind.
-    succ = {w: rng.sample(WORDS, 3) for w in WORDS}
-    lines = lines or {"train": 1500, "valid": 60, "test": 60}
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, n in lines.items():
-        out = []
-        for _ in range(n):
-            w = rng.choice(WORDS)
-            sent = [w]
-            for _ in range(rng.randint(5, 15)):
-                w = rng.choice(succ[w])
-                sent.append(w)
-            out.append(" " + " ".join(sent) + " ")
-        if split == "train":
-            out.append(" " + " ".join(WORDS) + " ")  # every word occurs in train
-        (folder / f"ptb.{split}.txt").write_text("\n".join(out) + "\n")
-    return folder
+from adan_repro.testing import MARKOV_WORDS as WORDS  # noqa: F401 (tests import it from here)
+from adan_repro.testing import write_markov_corpus as write_corpus
 
 
 @pytest.fixture

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ import torch
 from adan_lstm.train import Trainer, build_parser, main, protocols, setup, train
 from adan_repro import rundir
 from adan_repro.rundir import RunConflictError
+from adan_repro.testing import kill_after_first_checkpoint
 from conftest import TINY
 
 TIMING = ("train_tokens_per_s", "train_s", "eval_s")
@@ -91,16 +90,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(corpus_dir, tmp_path):
     straight = tmp_path / "straight"
     subprocess.run([*cmd, "--out", str(straight)], check=True, env=env, capture_output=True)
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*cmd, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 300
-    while not (killed / rundir.POINTER).exists():  # the first checkpoint is in place
-        assert proc.poll() is None and time.time() < deadline, "the run ended before a checkpoint"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not rundir.is_done(killed), "killed too late to test a resume; make the run longer"
-    stopped_at = rundir.latest_checkpoint(killed).step
+    stopped_at = kill_after_first_checkpoint([*cmd, "--out", str(killed)], killed, env)
     out = subprocess.run([*cmd, "--out", str(killed)], check=True, env=env, capture_output=True,
                          text=True)  # fmt: skip
     assert f"resuming after epoch {stopped_at}" in out.stdout

@@ -1,39 +1,13 @@
-"""A small corpus the tests write, and a model and schedule that train on it in seconds.
-
-The corpus: sentences from a fixed random Markov chain over 40 words (each word has 3 likely
-successors), so a language model can learn something quickly: chance is perplexity ~40, the
-chain allows about 3.
-"""
+"""The corpus the tests write (adan_repro.testing's Markov-chain text: chance is perplexity ~40,
+the chain allows about 3) and a model and schedule that train on it in seconds."""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
-
-WORDS = [f"w{i}" for i in range(39)] + ["<unk>"]
-
-
-def write_corpus(folder: Path, lines: dict[str, int] | None = None, seed: int = 0) -> Path:
-    """ptb.{train,valid,test}.txt in ``folder``; every word of valid/test occurs in train."""
-    rng = random.Random(seed)
-    succ = {w: rng.sample(WORDS, 3) for w in WORDS}
-    lines = lines or {"train": 600, "valid": 40, "test": 40}
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, n in lines.items():
-        out = []
-        for _ in range(n):
-            w = rng.choice(WORDS)
-            sent = [w]
-            for _ in range(rng.randint(5, 15)):
-                w = rng.choice(succ[w])
-                sent.append(w)
-            out.append(" " + " ".join(sent) + " ")
-        if split == "train":
-            out.append(" " + " ".join(WORDS) + " ")  # every word occurs in train
-        (folder / f"ptb.{split}.txt").write_text("\n".join(out) + "\n")
-    return folder
+from adan_repro.testing import MARKOV_WORDS as WORDS  # noqa: F401 (tests import it from here)
+from adan_repro.testing import write_markov_corpus
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +19,7 @@ def _isolated_cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def corpus_dir(tmp_path: Path) -> Path:
-    return write_corpus(tmp_path / "ptb")
+    return write_markov_corpus(tmp_path / "ptb", {"train": 600, "valid": 40, "test": 40})
 
 
 # A one-layer 16-wide Transformer-XL with 8-token segments and memory: a second per 100 steps.

@@ -6,15 +6,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 from adan_repro import rundir
 from adan_repro.rundir import RunConflictError
+from adan_repro.testing import kill_after_first_checkpoint
 from adan_txl.presets import SettingsError, lr_at, scale_settings
 from adan_txl.train import build_parser, main, setup, start_processes, train
 from conftest import TINY
@@ -110,16 +109,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(corpus_dir, tmp_path):
     straight = tmp_path / "straight"
     subprocess.run([*cmd, "--out", str(straight)], check=True, env=env, capture_output=True)
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*cmd, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 300
-    while not (killed / rundir.POINTER).exists():  # the first checkpoint is in place
-        assert proc.poll() is None and time.time() < deadline, "the run ended before a checkpoint"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not rundir.is_done(killed), "killed too late to test a resume; make the run longer"
-    stopped_at = rundir.latest_checkpoint(killed).step
+    stopped_at = kill_after_first_checkpoint([*cmd, "--out", str(killed)], killed, env)
     out = subprocess.run([*cmd, "--out", str(killed)], check=True, env=env, capture_output=True,
                          text=True)  # fmt: skip
     assert f"resuming after step {stopped_at}" in out.stdout

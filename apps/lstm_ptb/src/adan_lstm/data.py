@@ -12,15 +12,13 @@ Where the files come from, first match wins:
 
 from __future__ import annotations
 
-import hashlib
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from adan_repro.atomic import write_atomic
+from adan_repro.download import DownloadError, fetch, md5sum
 
 SPLITS = ("train", "valid", "test")
 ENV_DIR = "PTB_DIR"
@@ -47,14 +45,6 @@ def split_file(folder: Path, split: str) -> Path | None:
     return None
 
 
-def md5sum(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def cache_dir() -> Path:
     return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "adan_lstm" / "ptb")
 
@@ -73,25 +63,22 @@ def download(folder: Path, base_url: str | None = None, md5: dict[str, str] | No
         url = f"{base_url}ptb.{split}.txt"
         print(f"[data] downloading {url} -> {target}", flush=True)
 
-        def fetch(tmp: Path, url: str = url, split: str = split) -> None:
+        def fetch_split(tmp: Path, url: str = url, split: str = split) -> None:
             try:
-                with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
-                    f.write(r.read())
-            except (urllib.error.URLError, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
+                got = fetch(url, tmp, log=lambda m: print(m, flush=True))
+            except DownloadError as exc:
                 raise DataError(
-                    f"cannot download {url} ({reason}). Without network access, copy "
+                    f"cannot download {url} ({exc.reason}). Without network access, copy "
                     f"ptb.train.txt, ptb.valid.txt and ptb.test.txt into a folder and pass "
                     f"--data DIR (or set {ENV_DIR})"
                 ) from None
-            got = md5sum(tmp)
             if got != md5[split]:
                 raise DataError(
                     f"{url} has MD5 {got}, expected {md5[split]}: not the standard PTB "
                     f"{split} file. Nothing was kept; pass --data DIR with the standard files"
                 )
 
-        write_atomic(target, fetch)
+        write_atomic(target, fetch_split)
     return folder
 
 

@@ -28,12 +28,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from adan_repro import provenance, rundir
+from adan_repro.download import md5sum
 from adan_repro.progress import elapsed, measured_rate, rate
 from adan_repro.selection import select
 
 from adan_core.optim_factory import add_optimizer_args, create_optimizer, describe, implementation
 
-from .data import DataError, batchify, load_corpus, md5sum, resolve_data_dir, split_file
+from .data import DataError, batchify, load_corpus, resolve_data_dir, split_file
 from .model import AWDLSTM, count_parameters, detach_hidden
 from .presets import (
     PRESETS,

@@ -31,8 +31,6 @@ import shutil
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import zipfile
 from array import array
 from collections.abc import Iterable, Iterator
@@ -42,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from adan_repro.atomic import Batch, write_atomic, write_json_atomic
+from adan_repro.download import DownloadError, fetch, md5sum
 
 try:  # POSIX only; without it concurrent builds still end correct, they just duplicate work
     import fcntl
@@ -136,15 +135,6 @@ def cache_root() -> Path:
     return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "adan_txl")
 
 
-def md5sum(path: Path) -> str:
-    """Hex MD5 of a file, read in 1 MiB blocks."""
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # ------------------------------------------------------------------------------- downloading
 
 
@@ -158,23 +148,12 @@ def _offline_error(url: str, reason: object) -> DataError:
 
 
 def _fetch(url: str, dest: Path) -> str:
-    """Stream ``url`` into ``dest`` with a progress line every few seconds; return its MD5."""
-    h = hashlib.md5()
+    """Stream ``url`` into ``dest`` with progress lines; return its MD5 (hashed while
+    writing, which spares a second read of 181 MB)."""
     try:
-        with urllib.request.urlopen(url, timeout=60) as r, open(dest, "wb") as f:
-            total = int(r.headers.get("Content-Length") or 0)
-            done, last = 0, time.monotonic()
-            for block in iter(lambda: r.read(1 << 20), b""):
-                f.write(block)
-                h.update(block)  # hashing while writing spares a second read of 181 MB
-                done += len(block)
-                if time.monotonic() - last >= PROGRESS_S / 2:
-                    last = time.monotonic()
-                    of = f" of {total / 1e6:.0f} MB ({100 * done / total:.0f}%)" if total else ""
-                    print(f"[data]   {done / 1e6:.0f} MB{of}", flush=True)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise _offline_error(url, getattr(exc, "reason", exc)) from None
-    return h.hexdigest()
+        return fetch(url, dest, log=lambda m: print(m, flush=True), progress_s=PROGRESS_S / 2)
+    except DownloadError as exc:
+        raise _offline_error(url, exc.reason) from None
 
 
 def download_wt103(cache: Path, url: str = WT103_URL, md5: str = WT103_MD5) -> Path:
