@@ -8,6 +8,8 @@
 - :mod:`adan_repro.stats`: confidence bands, areas under curves, Welch's t-test (SciPy).
 - :mod:`adan_repro.plot`, :mod:`adan_repro.summarize`: plots, ``summary.md``, ``summary.csv``.
 - :mod:`adan_repro.progress`: progress-line pieces that never print ``nan``.
+- :mod:`adan_repro.download`: streamed downloads with an MD5 and progress lines.
+- :mod:`adan_repro.testing`: for the apps' tests: a learnable word corpus, a hard kill.
 
 It knows nothing about any one experiment and depends on neither torch nor adan-core.
 """
