@@ -121,3 +121,45 @@ def test_a_shard_allows_the_summary_only_when_the_whole_grid_is_done(tmp_path):
     assert report.counts["finished"] == 1 and complete  # the last shard completes the grid
     _, complete = grid.run_my_shard(runs, None, None, 1, 30, tmp_path, lines.append)
     assert complete and _starts(runs[0]) == 1  # the whole grid: finished runs are skipped
+
+
+def _grid_args(out, shard=None, summarize_only=False):
+    import argparse
+
+    return argparse.Namespace(out=out, shard=shard, jobs=1, log_interval=30,
+                              summarize_only=summarize_only)  # fmt: skip
+
+
+def test_run_then_summarize_summarizes_once_the_grid_is_complete(tmp_path):
+    runs = _commands(tmp_path, tasks=("A",), opts=("adam", "adan"), seeds=(1,))
+    calls, lines = [], []
+
+    def summarize():
+        calls.append(1)
+        (tmp_path / "summary.md").write_text("# the summary\n")
+
+    status = grid.run_then_summarize(runs, None, _grid_args(tmp_path, "1/2"), summarize,
+                                     lines.append)  # fmt: skip
+    assert status == 0 and calls == []  # half the grid: no summary yet
+    status = grid.run_then_summarize(runs, None, _grid_args(tmp_path, "2/2"), summarize,
+                                     lines.append)  # fmt: skip
+    assert status == 0 and calls == [1] and "# the summary\n" in lines
+
+
+def test_run_then_summarize_reports_failures_and_summary_errors(tmp_path, capsys):
+    runs = _commands(tmp_path, tasks=("A",), opts=("adam",), seeds=(1,),
+                     extra={("A", "adam", 1): ["--fail"]})  # fmt: skip
+    lines = []
+
+    def summarize():  # the runs that finished are summarized; the failure still counts
+        (tmp_path / "summary.md").write_text("partial\n")
+
+    assert grid.run_then_summarize(runs, None, _grid_args(tmp_path), summarize, lines.append) == 1
+    assert "partial\n" in lines and any("1 runs failed: A/adam/seed1" in x for x in lines)
+
+    def broken():
+        raise ValueError("nothing to summarize")
+
+    args = _grid_args(tmp_path, summarize_only=True)
+    assert grid.run_then_summarize(runs, None, args, broken, lines.append) == 1
+    assert "nothing to summarize" in capsys.readouterr().err

@@ -195,37 +195,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    failed = []
-    if not args.summarize_only:
-        report, complete = harness.run_my_shard(
-            runs, run_one, args.shard, args.jobs, args.log_interval, args.out, log
-        )
-        failed = report.failed
-        if not complete:
-            return 1 if failed else 0
+    def summarize_grid() -> None:
+        curves = summarize.load_grid_curves(args.out)
+        wanted = {(r.task, r.optimizer) for r in runs}
+        curves = {k: v for k, v in curves.items() if k in wanted or args.summarize_only}
+        summarize.run(curves, args.out, args.baseline, 0.75, TITLE, args.tianshou_dir,
+                      notes=protocol_notes(args.out))  # fmt: skip
 
-    curves = summarize.load_grid_curves(args.out)
-    wanted = {(r.task, r.optimizer) for r in runs}
-    curves = {k: v for k, v in curves.items() if k in wanted or args.summarize_only}
-    try:
-        summarize.run(
-            curves,
-            args.out,
-            args.baseline,
-            0.75,
-            TITLE,
-            args.tianshou_dir,
-            notes=protocol_notes(args.out),
-        )
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    log((args.out / "summary.md").read_text())
-    log(f"[grid] plots and summary in {args.out} (summary.md, summary.csv, <task>.png)")
-    if failed:
-        log(f"[grid] {len(failed)} runs failed: {', '.join(t for t, _, _ in failed)}")
-        return 1
-    return 0
+    return harness.run_then_summarize(
+        runs, run_one, args, summarize_grid, log, files="summary.md, summary.csv, <task>.png"
+    )
 
 
 if __name__ == "__main__":

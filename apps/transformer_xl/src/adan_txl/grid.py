@@ -201,29 +201,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    failed = []
-    if not args.summarize_only:
-        target = None if args.nproc_per_node > 1 else run_one
-        report, complete = harness.run_my_shard(
-            runs, target, args.shard, jobs, args.log_interval, args.out, log
-        )
-        failed = report.failed
-        if not complete:
-            return 1 if failed else 0
-    try:
+    def summarize() -> None:
         from . import summary
 
         wanted = None if args.summarize_only else {(r.task, r.optimizer) for r in runs}
         summary.write(args.out, args.baseline, TITLE, wanted)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    log((args.out / "summary.md").read_text())
-    log(f"[grid] plots and summary in {args.out} (summary.md, summary.csv, curves.csv, PNGs)")
-    if failed:
-        log(f"[grid] {len(failed)} runs failed: {', '.join(t for t, _, _ in failed)}")
-        return 1
-    return 0
+
+    target = None if args.nproc_per_node > 1 else run_one  # torchrun runs get their command
+    return harness.run_then_summarize(runs, target, args, summarize, log, jobs=jobs)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import subprocess
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
@@ -327,3 +328,38 @@ def run_my_shard(
         )
         return report, False
     return report, True
+
+
+def run_then_summarize(
+    runs: Sequence[RunSpec],
+    target: Target | None,
+    args: argparse.Namespace,
+    summarize: Callable[[], None],
+    log: Callable[[str], None] = print,
+    jobs: int | None = None,
+    files: str = "summary.md, summary.csv, curves.csv, PNGs",
+) -> int:
+    """The rest of an app's grid command once its runs are planned and validated: run this
+    shard's runs (unless ``--summarize-only``), call ``summarize()`` when the whole grid is
+    finished, print ``summary.md``, and return the exit status (0; 1 when a run failed or the
+    summary could not be written, whose ``ValueError`` is printed). ``args`` holds the flags
+    of :func:`add_grid_args`; ``jobs`` overrides ``args.jobs``."""
+    failed: list = []
+    if not args.summarize_only:
+        report, complete = run_my_shard(
+            runs, target, args.shard, jobs or args.jobs, args.log_interval, args.out, log
+        )
+        failed = report.failed
+        if not complete:
+            return 1 if failed else 0
+    try:
+        summarize()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    log((Path(args.out) / "summary.md").read_text())
+    log(f"[grid] plots and summary in {args.out} ({files})")
+    if failed:
+        log(f"[grid] {len(failed)} runs failed: {', '.join(t for t, _, _ in failed)}")
+        return 1
+    return 0
