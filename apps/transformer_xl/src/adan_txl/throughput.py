@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from adan_repro.atomic import Batch, csv_writer, text_writer
+from adan_repro.rundir import prepare_dir
 
 from adan_core.optim_factory import implementation
 
@@ -223,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.out:
         cells = [[r[k] if isinstance(r[k], str) else f"{r[k]:.6g}" for k in HEADER] for r in rows]
+        prepare_dir(args.out)
         with Batch() as batch:
             batch.add(args.out / "throughput.csv", csv_writer(HEADER, cells))
             batch.add(args.out / "throughput.md", text_writer(text))
