@@ -23,6 +23,8 @@ def corpus_dir(tmp_path: Path) -> Path:
 
 
 # A one-layer 16-wide Transformer-XL with 8-token segments and memory: a second per 100 steps.
+# CPU even where a GPU exists: the gloo and bitwise-resume tests need it (CUDA tests say so).
 TINY = ["--preset", "quick", "--n-layer", "1", "--d-model", "16", "--n-head", "2",
         "--d-head", "8", "--d-inner", "32", "--tgt-len", "8", "--mem-len", "8",
-        "--batch-size", "4", "--threads", "1", "--log-interval", "1000"]  # fmt: skip
+        "--batch-size", "4", "--threads", "1", "--log-interval", "1000",
+        "--device", "cpu"]  # fmt: skip

@@ -13,7 +13,7 @@ from adan_txl.data import DataError
 from adan_txl.train import build_parser, train
 from conftest import TINY, WORDS
 
-PAPER = ["--protocol", "paper", "--tgt-len", "8", "--mem-len", "8"]
+PAPER = ["--protocol", "paper", "--tgt-len", "8", "--mem-len", "8", "--device", "cpu"]
 
 
 @pytest.fixture
@@ -32,9 +32,10 @@ def test_our_checkpoint_gives_the_runs_own_numbers(trained, corpus_dir, tmp_path
     assert evaluate.main(argv) == 0
     got = json.loads((tmp_path / "r.json").read_text())["paper"]
     assert got["ppl"] == pytest.approx(done["paper"]["valid_ppl"], rel=1e-9)
-    std = evaluate.run(evaluate.build_parser().parse_args(
-        ["--checkpoint", str(ckpt), "--data", str(corpus_dir), "--protocol", "standard",
-         "--mem-len", "140", "--clamp-len", "100", "--tgt-len", "32"]), log=print)  # fmt: skip
+    argv = ["--checkpoint", str(ckpt), "--data", str(corpus_dir), "--protocol", "standard",
+            "--mem-len", "140", "--clamp-len", "100", "--tgt-len", "32",
+            "--device", "cpu"]  # fmt: skip
+    std = evaluate.run(evaluate.build_parser().parse_args(argv), log=print)
     assert std["standard"]["ppl"] == pytest.approx(done["standard"]["test_ppl"], rel=1e-9)
 
 
