@@ -6,8 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from adan_repro.testing import MARKOV_WORDS as WORDS  # noqa: F401 (tests import it from here)
 from adan_repro.testing import write_markov_corpus
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: extra threads only contend for the shared cores (runs that take
+    ``--threads`` set their own)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -20,15 +20,6 @@ BASE = dict(n_token=50, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=24)
 CUTOFFS = (10, 25)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: extra threads only contend for the shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_model(seed: int = 0, **settings) -> TransformerXL:
     """A small model with every parameter random (biases, gains and position biases too), so
     that a key mapped to the wrong tensor changes the losses."""

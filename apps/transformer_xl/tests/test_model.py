@@ -23,15 +23,6 @@ from torch import nn
 TINY = dict(n_token=30, n_layer=2, n_head=2, d_model=8, d_head=4, d_inner=12, dropout=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: extra threads only contend for the shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model(seed: int = 0, dtype=torch.float64, **overrides) -> TransformerXL:
     """A small model whose every parameter (biases and layer norms included) is random, so
     that no mix-up hides behind a zero or a one."""

@@ -28,12 +28,14 @@ import torch
 from .convert import ConversionError, load_checkpoint
 from .data import DataError, OrderedStream, encode_file, load_corpus, resolve_data_dir
 from .model import Memory, TransformerXL, Window
+from .presets import TXLSettings
 
 # name -> (tgt_len, Window): the Adan paper's table (train.py's evaluation) and Transformer-XL's
-# eval.py. The paper protocol's lengths are the WT103 training's; override with the flags.
+# eval.py, as the WT103 preset's settings define them; override the lengths with the flags.
+_WT103 = TXLSettings()
 PROTOCOLS = {
-    "paper": (150, Window(mem_len=150)),
-    "standard": (64, Window(mem_len=640, clamp_len=400, same_length=True)),
+    "paper": (_WT103.eval_tgt_len, _WT103.train_window),
+    "standard": (_WT103.std_tgt_len, _WT103.standard_window),
 }
 
 

@@ -46,6 +46,7 @@ from .data import (
     micro_columns,
     resolve_data_dir,
 )
+from .evaluate import PROTOCOLS as EVAL_PROTOCOLS
 from .evaluate import evaluate_stream
 from .model import Memory, ModelConfigError, TransformerXL, Window, count_parameters
 from .presets import (
@@ -71,11 +72,10 @@ EVAL_HEADER = (
     "train_s",
     "eval_s",
 )
-# The two evaluations of the best-valid model at the end. "paper": train.py's own, with the
-# training segments and memory (tgt_len = mem_len = 150): what the Adan paper's table reports.
-# "standard": Transformer-XL's eval.py (tgt_len 64, mem_len 640, clamp_len 400, same_length),
-# what Transformer-XL papers usually report.
-PROTOCOLS = ("paper", "standard")
+# The two evaluations of the best-valid model at the end (adan_txl.evaluate.PROTOCOLS):
+# "paper", train.py's own with the training's segments and memory, what the Adan paper's table
+# reports; "standard", Transformer-XL's eval.py, what Transformer-XL papers usually report.
+PROTOCOLS = tuple(EVAL_PROTOCOLS)
 WT103_VOCAB = 267_735  # the dry run's vocabulary without data (the paper's corpus)
 BEST = "best_model.pt"
 PROVENANCE_PACKAGES = ("adan-core", "adan-repro", "adan-txl", "numpy")
