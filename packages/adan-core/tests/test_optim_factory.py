@@ -309,3 +309,41 @@ def test_opt_state_dtype_flag_reaches_adan():
     assert of.create_optimizer(model, parser.parse_args(["--opt", "adan"])).state_dtype is None
     with pytest.raises(SystemExit):
         parser.parse_args(["--opt-state-dtype", "bf16"])
+
+
+def _trainer_builds(cls_or_factory, kwargs, model, weight_decay):
+    """What transformers.Trainer.create_optimizer does with ``optimizer_cls_and_kwargs``
+    (without importing transformers): groups by name unless handed a factory."""
+    if isinstance(cls_or_factory, type) and issubclass(cls_or_factory, torch.optim.Optimizer):
+        decay = [p for n, p in model.named_parameters() if "bias" not in n]
+        no_decay = [p for n, p in model.named_parameters() if "bias" in n]
+        groups = [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        return cls_or_factory(groups, **kwargs)
+    return cls_or_factory()(model, **kwargs)
+
+
+def test_trainer_hook_keeps_lr_and_lets_the_trainer_group():
+    model = torch.nn.Linear(3, 2)
+    cls, kw = of.trainer_optimizer_cls_and_kwargs(opt="adan", lr=2e-3, weight_decay=0.02)
+    from adan_core import Adan
+
+    assert cls is Adan and kw["lr"] == 2e-3
+    opt = _trainer_builds(cls, kw, model, 0.02)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.02, 0.0]
+
+
+def test_trainer_hook_bias_decay_decays_every_parameter_in_one_group():
+    model = torch.nn.Linear(3, 2)
+    factory, kw = of.trainer_optimizer_cls_and_kwargs(
+        opt="adamw", lr=1e-4, weight_decay=0.01, bias_decay=True
+    )
+    assert isinstance(factory, of.DecayEveryParameter)
+    opt = _trainer_builds(factory, kw, model, 0.01)
+    assert isinstance(opt, torch.optim.AdamW)
+    assert len(opt.param_groups) == 1 and opt.param_groups[0]["weight_decay"] == 0.01
+    assert len(opt.param_groups[0]["params"]) == 2
+    with pytest.raises(ValueError, match="groups the parameters itself"):
+        of.trainer_optimizer_cls_and_kwargs(opt="adan", no_weight_decay=["bias"])

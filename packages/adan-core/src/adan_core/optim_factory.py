@@ -35,6 +35,8 @@ __all__ = [
     "create_optimizer",
     "param_groups_weight_decay",
     "optimizer_class_and_kwargs",
+    "trainer_optimizer_cls_and_kwargs",
+    "DecayEveryParameter",
 ]
 
 # A factory is an optimizer class (or callable) taking ``(params, **kwargs)``, or a lazy
@@ -516,6 +518,61 @@ def optimizer_class_and_kwargs(
     if not keep_lr:
         kwargs.pop("lr", None)
     return spec.resolve(), kwargs
+
+
+class DecayEveryParameter:
+    """A Hugging Face ``Trainer`` optimizer factory that decays every parameter alike.
+
+    The ``Trainer`` normally groups parameters itself (no decay on biases and LayerNorm) and calls
+    ``optimizer_cls(groups, **kwargs)``; given a factory instead (anything that is not an
+    ``Optimizer`` subclass) it calls ``factory()(model, **kwargs)`` on the model it has already
+    wrapped (FSDP, DeepSpeed), which is how this puts all parameters in one group, as fairseq and
+    timm's ``bias_decay`` setting do.
+    """
+
+    def __init__(self, optimizer_class: Callable[..., torch.optim.Optimizer]) -> None:
+        self.optimizer_class = optimizer_class
+
+    def __call__(self) -> Callable[..., torch.optim.Optimizer]:
+        return self._build
+
+    def _build(self, model: nn.Module, **kwargs: Any) -> torch.optim.Optimizer:
+        return self.optimizer_class([p for p in model.parameters() if p.requires_grad], **kwargs)
+
+
+def trainer_optimizer_cls_and_kwargs(
+    args: argparse.Namespace | None = None, **overrides: Any
+) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """The value of the Hugging Face ``Trainer``'s ``optimizer_cls_and_kwargs`` argument.
+
+    Example::
+
+        trainer = Trainer(model, training_args, ...,
+                          optimizer_cls_and_kwargs=trainer_optimizer_cls_and_kwargs(opt="adan",
+                                                                                     lr=1e-3))
+
+    The ``Trainer`` builds the optimizer after it has wrapped the model (so FSDP and DeepSpeed
+    see it first) and calls ``cls(param_groups, **kwargs)``: ``lr`` therefore stays in the
+    kwargs (its scheduler scales the optimizer's own lr). By default the ``Trainer`` groups the
+    parameters and sets each group's ``weight_decay`` from ``TrainingArguments.weight_decay``
+    (0 for biases and LayerNorm), so set that argument to the same value. With
+    ``bias_decay=True`` every parameter decays by the given ``weight_decay`` instead (fairseq's
+    behaviour), through :class:`DecayEveryParameter`.
+
+    Args:
+        args: Namespace from :func:`add_optimizer_args`, or None.
+        **overrides: same keywords as :func:`create_optimizer`.
+    """
+    spec, kwargs, fopts = _resolve(args, overrides)
+    if fopts["no_weight_decay"]:
+        raise ValueError(
+            "no_weight_decay cannot be honoured: the Trainer groups the parameters itself "
+            "(override Trainer.get_decay_parameter_names to change its choice)"
+        )
+    cls = spec.resolve()
+    if fopts["bias_decay"]:
+        return DecayEveryParameter(cls), kwargs
+    return cls, kwargs
 
 
 # --------------------------------------------------------------------------------------------
