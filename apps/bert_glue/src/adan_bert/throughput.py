@@ -80,6 +80,19 @@ def measure(recipe: str, args: argparse.Namespace) -> float:
     return args.steps * s.batch * s.seq_len / (clock.end - clock.start)
 
 
+def flops_per_token(model_size: str, vocab: int, seq_len: int) -> float:
+    """Training FLOPs per token (forward and backward of one block, as
+    ``torch.utils.flop_counter`` counts matrix products), for the cost estimate."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import RobertaForMaskedLM
+
+    model = RobertaForMaskedLM(roberta_config(model_size, vocab))
+    ids = torch.randint(5, vocab - 1, (1, seq_len))
+    with FlopCounterMode(display=False) as counter:
+        model(input_ids=ids, labels=ids).loss.backward()
+    return counter.get_total_flops() / seq_len
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m adan_bert.throughput", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -95,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
     p.add_argument("--out", type=Path, help="folder for throughput.json and throughput.md")
+    p.add_argument(
+        "--count-flops",
+        action="store_true",
+        help="print the training FLOPs per token of --model at --seq-len; stop",
+    )
     return p
 
 
@@ -102,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.count_flops:
+        f = flops_per_token(args.model, args.vocab_size, args.seq_len)
+        print(f"[throughput] {args.model}, vocab {args.vocab_size}, blocks of {args.seq_len}: "
+              f"{f / 1e6:.1f} MFLOP per training token (the LM head on every position, as "
+              "transformers computes it)")  # fmt: skip
+        return 0
     rates: dict[str, list[float]] = {r: [] for r in PRETRAIN_RECIPES}
     for i in range(args.rounds):
         for recipe in PRETRAIN_RECIPES:
