@@ -86,6 +86,42 @@ def test_killed_run_resumes_exactly(tmp_path):
     assert (cut / rundir.EVAL).read_text() == (whole / rundir.EVAL).read_text()
 
 
+def _loss_at(out, step, column):
+    return next(r[column] for r in rundir.read_eval(out / rundir.EVAL) if r["step"] == step)
+
+
+def test_accumulation_and_processes_keep_the_loss_scale(tmp_path):
+    """The Trainer scales the loss by accumulation steps and processes when it believes the
+    model normalises by the update's token count; ours does (masked_lm_loss). With the bug the
+    logged losses of these runs were 4x and 2x the single-batch run's."""
+    base = [*_args(tmp_path), "--max-steps", "10", "--eval-every", "10", "--warmup", "0"]
+    runs = {"one": ["--micro-batch", "8"], "accumulated": ["--micro-batch", "2"]}
+    for name, extra in runs.items():
+        cmd = [sys.executable, "-m", "adan_bert.pretrain", *base, *extra]
+        subprocess.run([*cmd, "--out", str(tmp_path / name)], check=True, capture_output=True)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                "2", "-m", "adan_bert.pretrain", *base, "--micro-batch", "4"]  # fmt: skip
+    subprocess.run([*torchrun, "--out", str(tmp_path / "ddp")], check=True, capture_output=True)
+    ref = _loss_at(tmp_path / "one", 10, "train_loss")
+    for name in ("accumulated", "ddp"):
+        assert _loss_at(tmp_path / name, 10, "train_loss") == pytest.approx(ref, rel=0.05), name
+        assert _loss_at(tmp_path / name, 0, "valid_loss") == pytest.approx(
+            _loss_at(tmp_path / "one", 0, "valid_loss"), rel=0.02
+        )
+    assert (tmp_path / "ddp" / "final" / "model.safetensors").exists()
+
+
+def test_masked_lm_loss_divides_by_the_updates_masked_tokens():
+    logits = torch.randn(2, 5, 11)
+    labels = torch.full((2, 5), -100)
+    labels[0, 1], labels[1, 3], labels[1, 4] = 3, 7, 2
+    mean = torch.nn.functional.cross_entropy(logits.view(-1, 11), labels.view(-1))
+    assert P.masked_lm_loss({"logits": logits}, labels) == pytest.approx(mean.item())
+    # a micro-batch holding 3 of the update's 6 masked tokens contributes half its mean
+    half = P.masked_lm_loss({"logits": logits}, labels, num_items_in_batch=torch.tensor(6))
+    assert half == pytest.approx(mean.item() / 2)
+
+
 def test_roberta_base_matches_fairseqs_parameter_count():
     from transformers import RobertaForMaskedLM
 

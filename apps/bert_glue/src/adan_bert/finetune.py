@@ -280,6 +280,10 @@ def finetune(
     with_heldout = len(held_idx) > 0
     set_seed(args.seed)
     model, tokenizer = load_pretrained(args.checkpoint, task.num_labels, args.tokenizer)
+    # transformers' RoBERTa heads return a per-micro-batch mean and ignore the Trainer's
+    # num_items_in_batch; said so, the Trainer divides by the accumulation steps and averages
+    # processes as usual (otherwise it scales the gradient by both, transformers 5.x).
+    model.accepts_loss_kwargs = False
     max_len = min(scale.max_seq_len, model.config.max_position_embeddings - 2)
     train = Encoded(train_all.subset(train_idx), tokenizer, max_len)
     evals = {"dev": Encoded(dev, tokenizer, max_len)}

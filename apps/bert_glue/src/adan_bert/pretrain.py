@@ -187,6 +187,23 @@ def optimizer_hook(s: PretrainSettings):
     )
 
 
+def masked_lm_loss(outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+    """The Trainer's ``compute_loss_func``: cross-entropy summed over the masked tokens and
+    divided by the masked tokens of the whole update (all micro-batches and processes, which
+    the Trainer counts as ``num_items_in_batch``), as fairseq's ``masked_lm`` criterion
+    normalises. transformers' own ``RobertaForMaskedLM`` loss is a per-micro-batch mean that
+    ignores ``num_items_in_batch`` although the Trainer assumes otherwise, which multiplies the
+    gradient by the accumulation steps and by the number of processes (transformers 5.x)."""
+    logits = outputs["logits"]
+    total = torch.nn.functional.cross_entropy(
+        logits.view(-1, logits.shape[-1]).float(), labels.view(-1), ignore_index=-100,
+        reduction="sum",
+    )  # fmt: skip
+    if num_items_in_batch is None:
+        num_items_in_batch = (labels != -100).sum().clamp(min=1)
+    return total / num_items_in_batch
+
+
 def training_arguments(s: PretrainSettings, run_dir: Path, args: argparse.Namespace):
     from transformers import TrainingArguments
 
@@ -217,6 +234,7 @@ def training_arguments(s: PretrainSettings, run_dir: Path, args: argparse.Namesp
         dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
         ddp_find_unused_parameters=False,
+        prediction_loss_only=True,  # never gather vocab-sized logits in evaluation
     )
 
 
@@ -296,6 +314,7 @@ def pretrain(
         eval_dataset=valid,
         data_collator=data.PadCollator(tokenizer.pad_token_id),
         optimizer_cls_and_kwargs=hook,
+        compute_loss_func=masked_lm_loss,
         callbacks=[recorder, EpochToDataset(train)],
     )
     quiet(trainer)
