@@ -33,6 +33,7 @@ from adan_repro.selection import select
 from adan_core.optim_factory import implementation, trainer_optimizer_cls_and_kwargs
 
 from . import glue, metrics
+from .cli import add_recipe_overrides, add_running_args, recipe_overrides
 from .model import load_pretrained
 from .presets import (
     FINETUNE_SCALES,
@@ -96,14 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="share of train held out for the clean protocol (default: the scale's)",
     )
-    o = p.add_argument_group("overrides of the recipe")
-    o.add_argument("--lr", type=float)
-    o.add_argument("--weight-decay", type=float)
-    o.add_argument("--opt-betas", type=float, nargs="+")
-    o.add_argument("--opt-eps", type=float)
-    o.add_argument("--max-grad-norm", type=float, help="global clipping (fairseq clip_norm)")
+    o = add_recipe_overrides(p, "overrides of the recipe")
     o.add_argument("--max-steps", type=int, help="updates (warm-up keeps its share)")
-    r = p.add_argument_group("running")
+    r = add_running_args(p, "load data, model and optimizer and print the settings; train nothing")
     r.add_argument(
         "--label",
         help="the run's task name in config.json and summaries (default: "
@@ -117,16 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra facts recorded in config.json (e.g. pretrain_optimizer=adan)",
     )
     r.add_argument("--micro-batch", type=int, help="per device (default: the recipe's batch)")
-    r.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
     r.add_argument(
         "--fp16", action="store_true", help="fp16 with dynamic loss scaling, as the paper (GPU)"
-    )
-    r.add_argument("--threads", type=int, help="torch CPU threads")
-    r.add_argument("--log-interval", type=int, default=50, help="steps between progress lines")
-    r.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="load data, model and optimizer and print the settings; train nothing",
     )
     return p
 
@@ -146,14 +134,8 @@ def recipe_from(args: argparse.Namespace, task: glue.GlueTask) -> FinetuneRecipe
     import dataclasses
 
     r = scaled(glue_recipe(task.name, args.recipe, args.paper_quirks), FINETUNE_SCALES[args.scale])
-    changes = {
-        "lr": args.lr,
-        "weight_decay": args.weight_decay,
-        "eps": args.opt_eps,
-        "max_grad_norm": args.max_grad_norm,
-        "betas": tuple(args.opt_betas) if args.opt_betas else None,
-    }
-    opt = dataclasses.replace(r.opt, **{k: v for k, v in changes.items() if v is not None})
+    changes = {k: v for k, v in recipe_overrides(args).items() if v is not None}
+    opt = dataclasses.replace(r.opt, **changes)
     r = dataclasses.replace(r, opt=opt)
     if args.max_steps is not None:
         if args.max_steps < 1:

@@ -32,6 +32,7 @@ from adan_repro.progress import elapsed
 from adan_core.optim_factory import describe, implementation, trainer_optimizer_cls_and_kwargs
 
 from . import data
+from .cli import add_recipe_overrides, add_running_args, recipe_overrides
 from .model import fairseq_parameter_count, roberta_config
 from .presets import PRETRAIN_RECIPES, PRETRAIN_SCALES, Masking, PretrainSettings, pretrain_settings
 from .trainer_io import (
@@ -102,31 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--warmup", type=int)
     g.add_argument("--eval-every", type=int)
     g.add_argument("--save-every", type=int)
-    o = p.add_argument_group("overrides of the optimizer recipe")
-    o.add_argument("--lr", type=float)
-    o.add_argument("--weight-decay", type=float)
-    o.add_argument("--opt-betas", type=float, nargs="+")
-    o.add_argument("--opt-eps", type=float)
-    o.add_argument("--max-grad-norm", type=float, help="global clipping (fairseq clip_norm)")
+    o = add_recipe_overrides(p, "overrides of the optimizer recipe")
     o.add_argument(
         "--decay-all",
         action="store_true",
         help="decay biases and LayerNorm weights too, as fairseq (the paper) did",
     )
-    r = p.add_argument_group("running")
+    r = add_running_args(p, "build the data, model and optimizer, print them; train nothing")
     r.add_argument(
         "--micro-batch",
         type=int,
         help="sequences per device per forward pass; accumulation makes up the batch "
         "(default: the largest divisor of the per-device batch up to 32)",
-    )
-    r.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
-    r.add_argument("--threads", type=int, help="torch CPU threads")
-    r.add_argument("--log-interval", type=int, default=50, help="steps between progress lines")
-    r.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="build the data, model and optimizer, print them; train nothing",
     )
     return p
 
@@ -144,11 +132,7 @@ def settings_from(args: argparse.Namespace) -> PretrainSettings:
         warmup=args.warmup,
         eval_every=args.eval_every,
         save_every=args.save_every,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        betas=tuple(args.opt_betas) if args.opt_betas else None,
-        eps=args.opt_eps,
-        max_grad_norm=args.max_grad_norm,
+        **recipe_overrides(args),
         decay_all=args.decay_all or None,
         seed=args.seed,
     )
