@@ -29,6 +29,8 @@ def test_pack_complete_never_mixes_a_document_piece_with_another():
     assert covered == list(range(offsets[-1]))  # every token once, in order
     # greedy: 3+4 fit, 10 alone (split 8 + 2), 2+2+... : the whole documents fill blocks
     assert blocks.tolist()[:3] == [[0, 7], [7, 15], [15, 17]]
+    # two documents that together overflow a block go to two blocks
+    assert data.pack_complete(np.array([0, 5, 10, 13]), 8).tolist() == [[0, 5], [5, 13]]
 
 
 def test_pack_complete_rejects_a_zero_capacity():

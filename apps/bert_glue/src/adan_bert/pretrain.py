@@ -34,7 +34,7 @@ from adan_core.optim_factory import describe, implementation, trainer_optimizer_
 from . import data
 from .cli import add_recipe_overrides, add_running_args, recipe_overrides
 from .model import fairseq_parameter_count, roberta_config
-from .presets import PRETRAIN_RECIPES, PRETRAIN_SCALES, Masking, PretrainSettings, pretrain_settings
+from .presets import PRETRAIN_RECIPES, PRETRAIN_SCALES, PretrainSettings, pretrain_settings
 from .trainer_io import (
     EpochToDataset,
     RunRecorder,
@@ -371,6 +371,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-__all__ = ["build_parser", "pretrain", "settings_from", "optimizer_hook", "Masking"]
