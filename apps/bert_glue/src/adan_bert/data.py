@@ -20,6 +20,7 @@ masked once with a fixed seed, so that every evaluation of every run scores the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -344,10 +345,21 @@ class Masker:
     mask_id: int
     special_ids: tuple[int, ...]
 
+    @functools.cached_property
+    def _specials(self) -> torch.Tensor:
+        return torch.tensor(self.special_ids)
+
+    @functools.cached_property
+    def _normal_ids(self) -> torch.Tensor:
+        """The ids a random replacement draws from (built once: every block is masked alone)."""
+        keep = torch.ones(self.vocab_size, dtype=torch.bool)
+        keep[self._specials] = False
+        return keep.nonzero().flatten()
+
     def mask(self, ids: torch.Tensor, g: torch.Generator | None = None):
         """(inputs, labels) for a (batch, length) tensor of ids."""
         m = self.masking
-        maskable = ~torch.isin(ids, torch.tensor(self.special_ids))
+        maskable = ~torch.isin(ids, self._specials)
         counts = maskable.sum(1)
         want = (m.prob * counts + torch.rand(len(ids), generator=g)).floor().long()
         want = torch.minimum(want, counts)
@@ -359,7 +371,7 @@ class Masker:
         u = torch.rand(ids.shape, generator=g)
         to_random = chosen & (u < m.random_token)
         to_mask = chosen & (u >= m.random_token + m.leave_unmasked)
-        normal = torch.tensor(sorted(set(range(self.vocab_size)) - set(self.special_ids)))
+        normal = self._normal_ids
         random_ids = normal[torch.randint(len(normal), ids.shape, generator=g)]
         inputs = torch.where(to_mask, torch.full_like(ids, self.mask_id), ids)
         inputs = torch.where(to_random, random_ids, inputs)
