@@ -176,17 +176,13 @@ def scorer(task: glue.GlueTask) -> Callable:
             logits, labels = np.asarray(logits).reshape(-1) * STSB_SCALE, labels * STSB_SCALE
         out = metrics.compute(task, logits, labels)
         out[f"paper_{task.primary}"] = metrics.paper_scoring(task, logits, labels)[task.primary]
-        if "accuracy" not in out and not task.is_regression:
-            out["accuracy"] = metrics.compute("SST-2", logits, labels)["accuracy"]
         return out
 
     return compute
 
 
 def eval_columns(task: glue.GlueTask) -> list[str]:
-    names = ["loss", *task.metrics]
-    if "accuracy" not in names and not task.is_regression:
-        names.append("accuracy")
+    names = ["loss", *task.metrics]  # every classification task's metrics include accuracy
     dev = [f"dev_{m}" for m in names] + [f"dev_paper_{task.primary}"]
     return ["step", "epoch", *dev, *(f"heldout_{m}" for m in names)]
 

@@ -188,9 +188,10 @@ def _command(module: str, targs: list[str], nproc: int) -> tuple[str, ...]:
     return ("torchrun", "--standalone", f"--nproc_per_node={nproc}", "-m", module, *targs)
 
 
-def plan(args: argparse.Namespace) -> tuple[list[RunSpec], list[RunSpec]]:
-    """(pretraining runs, fine-tuning runs), each seed-major, with their CLI arguments."""
-    r = resolved(args)
+def plan(args: argparse.Namespace, r: dict | None = None) -> tuple[list[RunSpec], list[RunSpec]]:
+    """(pretraining runs, fine-tuning runs), each seed-major, with their CLI arguments; ``r``
+    is :func:`resolved` (computed here when not given)."""
+    r = r or resolved(args)
     jobs = jobs_of(args)
     threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
     per_run = ["--log-interval", "50"]
@@ -245,7 +246,7 @@ def plan(args: argparse.Namespace) -> tuple[list[RunSpec], list[RunSpec]]:
     return pre, ft
 
 
-def validate(args: argparse.Namespace, pre: list[RunSpec], ft: list[RunSpec], log) -> None:
+def validate(args: argparse.Namespace, r: dict, pre: list[RunSpec], ft: list[RunSpec], log) -> None:
     """Fail fast, before any pool starts: every run's flags and settings, the GLUE folder."""
     from . import finetune, glue, pretrain
 
@@ -266,12 +267,12 @@ def validate(args: argparse.Namespace, pre: list[RunSpec], ft: list[RunSpec], lo
             else:
                 finetune.recipe_from(parsed, glue.get_task(parsed.task))
     if str(args.glue_dir).lower() != "hub":
-        for task in resolved(args)["tasks"]:
+        for task in r["tasks"]:
             glue.task_folder(args.glue_dir, task)  # a missing folder fails here, clearly
     log(
         f"[grid] {len(pre)} pretraining runs and {len(ft)} fine-tuning runs; scales: pretraining "
-        f"{PRETRAIN_SCALES[resolved(args)['scale']]}, fine-tuning "
-        f"{FINETUNE_SCALES[resolved(args)['scale']]}"
+        f"{PRETRAIN_SCALES[r['scale']]}, fine-tuning "
+        f"{FINETUNE_SCALES[r['scale']]}"
     )
 
 
@@ -288,8 +289,9 @@ def main(argv: list[str] | None = None) -> int:
                 "TSV layout), or --glue-dir hub to load the tasks from the Hugging Face Hub"
             )
         prepare_dir(args.out)
-        pre, ft = plan(args)
-        validate(args, pre, ft, log)
+        r = resolved(args)
+        pre, ft = plan(args, r)
+        validate(args, r, pre, ft, log)
         if args.dry_run:
             for r in pre + ft:
                 module = "adan_bert." + ("pretrain" if r.task == "pretrain" else "finetune")
@@ -311,10 +313,10 @@ def main(argv: list[str] | None = None) -> int:
 
         wanted = None if args.summarize_only else {r.task for r in pre + ft}
         notes = [
-            f"Scale `{resolved(args)['scale']}`; command: `python -m adan_bert.grid "
+            f"Scale `{r['scale']}`; command: `python -m adan_bert.grid "
             f"{shlex.join(argv if argv is not None else sys.argv[1:])}`"
         ]
-        if resolved(args)["scale"] != "paper":
+        if r["scale"] != "paper":
             notes.append(
                 "At this scale the numbers check the pipeline and the recipes' behaviour on a "
                 "tiny model; they say nothing about the paper's BERT-base results."

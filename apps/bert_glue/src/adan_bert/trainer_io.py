@@ -87,18 +87,24 @@ class RunRecorder(TrainerCallback):
         self._t0 = time.time()
         self._step0 = 0
         self._history: list[dict] = []
+        self.fixed: dict[int, dict] = {}  # finished rows kept as they are (step 0)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._t0, self._step0 = time.time(), state.global_step
-        # Rows of the history the run resumes from (the Trainer restored it), and nothing later;
-        # the untrained model's evaluation (step 0) comes before train(), outside that history.
-        path = self.run_dir / rundir.EVAL
-        first = self.rows.get(0) or (self._step_zero(path) if path.exists() else None)
-        self.rows = {0: first} if first else {}
+        # The untrained model's evaluation (step 0) comes before train(), outside the history
+        # the Trainer checkpoints: keep its finished row, from this process or from eval.csv.
+        if 0 in self.rows:
+            self.fixed = {0: self.row(0, self.rows[0], [])}
+        else:
+            path = self.run_dir / rundir.EVAL
+            old = rundir.read_eval(path, self.int_columns) if path.exists() else []
+            self.fixed = {r["step"]: r for r in old if r["step"] == 0}
+        # Rows of the history the run resumes from (the Trainer restored it), and nothing later.
+        self.rows = {}
         for h in state.log_history:
             if any(k.startswith("eval_") for k in h):
                 self._add(h["step"], h, state.log_history)
-        if state.is_world_process_zero and self.rows:
+        if state.is_world_process_zero and (self.rows or self.fixed):
             self._write()
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
@@ -144,20 +150,13 @@ class RunRecorder(TrainerCallback):
         self.rows[step] = {**self.rows.get(step, {}), **metrics}
         self._history = history
 
-    def _step_zero(self, path: Path) -> dict | None:
-        """The step-0 metrics as eval.csv holds them (a resumed process never saw them)."""
-        for r in rundir.read_eval(path, self.int_columns):
-            if int(r["step"]) == 0:
-                return {"_row": r}
-        return None
-
     def _write(self) -> None:
-        table = []
-        for step in sorted(self.rows):
+        table = dict(self.fixed)
+        for step, metrics in self.rows.items():
             try:
-                kept = self.rows[step].get("_row")
-                r = kept if kept else self.row(step, self.rows[step], self._history)
+                table[step] = self.row(step, metrics, self._history)
             except KeyError:  # not all eval sets seen yet at this step
                 continue
-            table.append(r)
-        rundir.write_eval(self.run_dir / rundir.EVAL, self.columns, table)
+        rundir.write_eval(
+            self.run_dir / rundir.EVAL, self.columns, [table[k] for k in sorted(table)]
+        )
