@@ -1,9 +1,12 @@
 """What the tests share: a corpus and GLUE folders they write themselves (never the real data),
-one tiny pretrained checkpoint, and one CPU thread so that two test processes fit 2 cores."""
+one tiny pretrained checkpoint, a tiny GPT-2-style BPE for the fairseq backend's tests
+(``tests/fairseq_backend``), and one CPU thread so that two test processes fit 2 cores."""
 
 from __future__ import annotations
 
+import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -98,3 +101,45 @@ def pretrained(tmp_path_factory) -> Path:
     pretrain(args, log=lambda m: None)
     torch.set_num_threads(before)
     return root / "run" / "final"
+
+
+# --------------------------------------------------------------------------------------------
+# The fairseq backend (tests/fairseq_backend; fairseq is imported only when these are used).
+
+N_MERGED_WORDS = 60  # the corpus's most frequent words become single tokens
+
+
+def write_bpe(folder: Path, texts: list[str]) -> Path:
+    """A byte-level BPE in GPT-2's file format (``encoder.json``, ``vocab.bpe``) and a fairseq
+    ``dict.txt`` over its ids: the 256 byte symbols, then merges that spell out the most
+    frequent words of ``texts`` (with GPT-2's leading-space marker) letter by letter."""
+    from fairseq.data.encoders.gpt2_bpe_utils import bytes_to_unicode
+
+    symbols = list(bytes_to_unicode().values())
+    encoder = {s: i for i, s in enumerate(symbols)}
+    merges: list[tuple[str, str]] = []
+    words = Counter(w for t in texts for w in t.split())
+    for word, _ in words.most_common(N_MERGED_WORDS):
+        piece = "Ġ" + word
+        for k in range(1, len(piece)):
+            pair = (piece[:k], piece[k])
+            if pair not in merges:
+                merges.append(pair)
+                encoder.setdefault(piece[: k + 1], len(encoder))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "encoder.json").write_text(json.dumps(encoder))
+    (folder / "vocab.bpe").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    (folder / "dict.txt").write_text("".join(f"{i} {1000 - i % 7}\n" for i in encoder.values()))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> dict[str, Path]:
+    """A corpus, GLUE folders and a BPE made from them, shared by every test (read-only)."""
+    root = tmp_path_factory.mktemp("fairseq_data")
+    corpus = write_corpus(root / "corpus", lines=400)
+    glue_dir = write_glue(root / "glue")
+    texts = corpus.read_text().splitlines()
+    for task in ("CoLA", "SST-2", "STS-B", "RTE"):
+        texts += (glue_dir / task / "train.tsv").read_text().replace("\t", " ").splitlines()
+    return {"corpus": corpus, "glue": glue_dir, "bpe": write_bpe(root / "bpe", texts)}

@@ -231,6 +231,39 @@ def protocols(rows: list[dict], task: glue.GlueTask, with_heldout: bool) -> dict
     return out
 
 
+def run_config(
+    args: argparse.Namespace, task: glue.GlueTask, r: FinetuneRecipe, fraction: float, **extra
+) -> dict:
+    """What a fine-tuning run computes, as its ``config.json`` records it (both backends):
+    the task, recipe and seed, the recipe's numbers, the held-out share, ``extra`` facts of
+    the backend and the ``--note`` items."""
+    o = r.opt
+    return {
+        "task": args.label or task.name,
+        "glue_task": task.name,
+        "optimizer": args.recipe,
+        "seed": args.seed,
+        "checkpoint": str(args.checkpoint),
+        "scale": args.scale,
+        "recipe": {
+            "opt": o.opt,
+            "lr": o.lr,
+            "betas": list(o.betas),
+            "eps": o.eps,
+            "weight_decay": o.weight_decay,
+            "max_grad_norm": o.max_grad_norm,
+            "batch": r.batch,
+            "schedule": r.schedule,
+            "warmup": r.warmup,
+            "max_steps": r.max_steps,
+        },
+        "heldout_fraction": fraction,
+        **extra,
+        "paper_quirks": bool(args.paper_quirks),
+        **notes(args.note),
+    }
+
+
 def finetune(
     args: argparse.Namespace, log: Callable[[str], None] = print, on_trained: Callable | None = None
 ) -> str:
@@ -272,32 +305,8 @@ def finetune(
     if r.batch % (micro * world):
         raise ValueError(f"batch {r.batch} is not a multiple of --micro-batch {micro} x {world}")
     every = max(1, r.max_steps // scale.evals_per_run)
+    config = run_config(args, task, r, fraction, max_seq_len=max_len, eval_every=every)
     o = r.opt
-    config = {
-        "task": args.label or task.name,
-        "glue_task": task.name,
-        "optimizer": args.recipe,
-        "seed": args.seed,
-        "checkpoint": str(args.checkpoint),
-        "scale": args.scale,
-        "recipe": {
-            "opt": o.opt,
-            "lr": o.lr,
-            "betas": list(o.betas),
-            "eps": o.eps,
-            "weight_decay": o.weight_decay,
-            "max_grad_norm": o.max_grad_norm,
-            "batch": r.batch,
-            "schedule": r.schedule,
-            "warmup": r.warmup,
-            "max_steps": r.max_steps,
-        },
-        "heldout_fraction": fraction,
-        "max_seq_len": max_len,
-        "eval_every": every,
-        "paper_quirks": bool(args.paper_quirks),
-        **notes(args.note),
-    }
     log(
         f"[finetune] {task.name} with the {args.recipe} recipe from {args.checkpoint}: "
         f"{len(train):,} train / {len(evals.get('heldout', [])):,} held-out / {len(dev):,} dev "

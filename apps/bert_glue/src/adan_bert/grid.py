@@ -44,6 +44,30 @@ def run_finetune(spec: RunSpec, log) -> str:
     return finetune(build_parser().parse_args(list(spec.args)), log=log)
 
 
+def run_fairseq_pretrain(spec: RunSpec, log) -> str:
+    from . import fairseq_train
+
+    return fairseq_train.pretrain(fairseq_train.build_pretrain_parser().parse_args(spec.args), log)
+
+
+def run_fairseq_finetune(spec: RunSpec, log) -> str:
+    from . import fairseq_train
+
+    return fairseq_train.finetune(fairseq_train.build_finetune_parser().parse_args(spec.args), log)
+
+
+# backend -> (pretraining target, fine-tuning target, the modules' command lines)
+BACKENDS = {
+    "transformers": (run_pretrain, run_finetune, ("adan_bert.pretrain",), ("adan_bert.finetune",)),
+    "fairseq": (
+        run_fairseq_pretrain,
+        run_fairseq_finetune,
+        ("adan_bert.fairseq_train", "pretrain"),
+        ("adan_bert.fairseq_train", "finetune"),
+    ),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m adan_bert.grid (or bash apps/bert_glue/run.sh)",
@@ -51,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         "task with each recipe and seed, then plot and summarize both evaluation protocols. "
         "Resumable: re-run the same command to finish.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--backend",
+        choices=sorted(BACKENDS),
+        default="transformers",
+        help="Hugging Face transformers (Trainer), or fairseq (fairseq-hydra-train with the "
+        "paper's YAML configs and the adan plugin; needs fairseq installed, see the README)",
     )
     p.add_argument(
         "--glue-dir",
@@ -203,6 +234,9 @@ def plan(args: argparse.Namespace, r: dict | None = None) -> tuple[list[RunSpec]
         pre_common += ["--cache-dir", str(args.cache_dir)]
     if args.bpe_dir is not None:
         pre_common += ["--bpe-dir", str(args.bpe_dir)]
+    fairseq = args.backend == "fairseq"
+    if fairseq:
+        pre_common += ["--tokenizer", "gpt2"]  # the paper's BPE, whatever the scale's
     pre_common += shlex.split(args.pretrain_args)
     pre = []
     for seed in r["pretrain_seeds"]:
@@ -214,6 +248,10 @@ def plan(args: argparse.Namespace, r: dict | None = None) -> tuple[list[RunSpec]
     ft_common = ["--scale", r["scale"], "--glue-dir", str(args.glue_dir), *per_run]
     if args.paper_quirks:
         ft_common.append("--paper-quirks")
+    if fairseq:
+        ft_common += ["--bpe-dir", str(args.bpe_dir)]
+        if args.cache_dir is not None:
+            ft_common += ["--cache-dir", str(args.cache_dir)]
     ft_common += shlex.split(args.finetune_args)
     ft = []
     for seed in r["seeds"]:
@@ -250,15 +288,34 @@ def validate(args: argparse.Namespace, r: dict, pre: list[RunSpec], ft: list[Run
     """Fail fast, before any pool starts: every run's flags and settings, the GLUE folder."""
     from . import finetune, glue, pretrain
 
+    fairseq = args.backend == "fairseq"
+    if fairseq:
+        from . import fairseq_data, fairseq_train
+
+        fairseq_data.check_bpe_dir(args.bpe_dir)
+        if args.nproc_per_node > 1:
+            raise ValueError(
+                "--nproc-per-node is the transformers backend's: fairseq starts its own "
+                "processes, pass --pretrain-args '--fairseq-override "
+                "distributed_training.distributed_world_size=N' instead"
+            )
     for module, runs in ((pretrain, pre), (finetune, ft)):
         parser = module.build_parser()
+        if fairseq:
+            parser = (
+                fairseq_train.build_pretrain_parser()
+                if module is pretrain
+                else fairseq_train.build_finetune_parser()
+            )
         parser.exit_on_error = False
         for run in runs:
             try:
                 parsed = parser.parse_args(list(run.args))
             except (argparse.ArgumentError, SystemExit) as exc:
                 raise ValueError(f"invalid run arguments {shlex.join(run.args)}: {exc}") from None
-            if module is pretrain:
+            if module is pretrain and fairseq:
+                fairseq_train.settings(parsed)
+            elif module is pretrain:
                 s = pretrain.settings_from(parsed)
                 world = max(1, args.nproc_per_node)
                 pretrain.accumulation(
@@ -293,9 +350,10 @@ def main(argv: list[str] | None = None) -> int:
         pre, ft = plan(args, r)
         validate(args, r, pre, ft, log)
         if args.dry_run:
+            _, _, pre_module, ft_module = BACKENDS[args.backend]
             for r in pre + ft:
-                module = "adan_bert." + ("pretrain" if r.task == "pretrain" else "finetune")
-                line = r.command or ("python", "-m", module, *r.args)
+                module = pre_module if r.task == "pretrain" else ft_module
+                line = r.command or ("python", "-m", *module, *r.args)
                 log(f"[grid] {r.tag}: {shlex.join(line)}")
             return 0
         corpus = corpus_path(args)
@@ -321,10 +379,16 @@ def main(argv: list[str] | None = None) -> int:
                 "At this scale the numbers check the pipeline and the recipes' behaviour on a "
                 "tiny model; they say nothing about the paper's BERT-base results."
             )
+        if args.backend == "fairseq":
+            notes.append(
+                "Backend: fairseq (fairseq-hydra-train with the paper's YAML configs "
+                "and adan-core's `adan` plugin)."
+            )
         summary.write(Path(args.out), TITLE, notes=notes, wanted=wanted)
 
-    pre_target = None if args.nproc_per_node > 1 else run_pretrain
-    ft_target = None if args.nproc_per_node > 1 else run_finetune
+    pre_run, ft_run, _, _ = BACKENDS[args.backend]
+    pre_target = None if args.nproc_per_node > 1 else pre_run
+    ft_target = None if args.nproc_per_node > 1 else ft_run
     if not args.summarize_only:
         log("[grid] stage 1: pretraining")
         report, complete = harness.run_my_shard(

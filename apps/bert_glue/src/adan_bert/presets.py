@@ -94,8 +94,9 @@ class PretrainScale:
 
 
 PRETRAIN_SCALES: dict[str, PretrainScale] = {
-    # The paper: 256 x 512 tokens per update, 1M updates, valid every 50k (fairseq also wrote
-    # a checkpoint every 2k updates to resume from).
+    # The paper: 256 x 512 tokens per update, 1M updates, valid and checkpoints every 50k (its
+    # logs save checkpoint_*_50000.pt ...); our runs also checkpoint every 2k updates, so that
+    # a killed run loses less (results do not depend on it).
     "paper": PretrainScale(
         model="roberta-base",
         tokenizer="gpt2",
