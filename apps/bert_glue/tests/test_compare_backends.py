@@ -27,15 +27,17 @@ def test_curves_table_and_plot(tmp_path, capsys):
     argv = ["--out", str(tmp_path / "out")]
     for (backend, recipe), losses in runs.items():
         argv += ["--run", backend, recipe, str(fake_run(tmp_path / backend / recipe, losses))]
+    argv += ["--run", "fairseq", "adan", str(fake_run(tmp_path / "seed2", [6.0, 5.5]))]
     assert compare_backends.main(argv) == 0
     out = tmp_path / "out"
     assert (out / "backends.png").stat().st_size > 1000
     with open(out / "backends.csv", newline="") as f:
-        assert len(list(csv.DictReader(f))) == 8
+        assert len(list(csv.DictReader(f))) == 10
     table = (out / "backends.md").read_text()
-    assert "| transformers | 6.0000 (20) | 5.5000 (20) | -0.5000 |" in table
-    assert "| fairseq | 6.2500 (20) | 5.0000 (20) | -1.2500 |" in table
-    assert "adam: +0.2500, adan: -0.5000" in table
+    assert "| transformers | 6.0000 | 5.5000 | -0.5000 |" in table
+    # fairseq adan has two seeds (5.0 and 5.5): their mean, then each
+    assert "| fairseq | 6.2500 | 5.2500 (5.0000, 5.5000) | -1.0000 |" in table
+    assert "adam +0.2500, adan -0.2500" in table
 
 
 def test_unfinished_run_is_refused(tmp_path, capsys):

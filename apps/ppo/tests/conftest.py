@@ -27,3 +27,15 @@ def tiny_args():
         return build_parser().parse_args(argv)
 
     return make
+
+
+@pytest.fixture
+def system_tmp(tmp_path, monkeypatch):
+    """An empty folder standing in for the system temp dir, to see what training leaves there."""
+    import tempfile
+
+    folder = tmp_path / "system-tmp"
+    folder.mkdir()
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder

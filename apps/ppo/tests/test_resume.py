@@ -38,7 +38,7 @@ def _read(path):
 
 
 @pytest.mark.parametrize("opt", ["adan"])
-def test_interrupted_run_resumes_without_redoing_work(tmp_path, tiny_args, opt):
+def test_interrupted_run_resumes_without_redoing_work(tmp_path, tiny_args, opt, system_tmp):
     """Stop at 1024 of 2048 steps, then resume: same end state, no repeated work."""
     out = tmp_path / "run"
     lines: list[str] = []
@@ -94,6 +94,7 @@ def test_interrupted_run_resumes_without_redoing_work(tmp_path, tiny_args, opt):
     assert [int(r["step"]) for r in rows] == [0, 512, 1024, 1536, 2048]
     assert rows[:3] == rows_before
     assert all(float(r["mean_return"]) != 999999.0 for r in rows)
+    assert not list(system_tmp.glob("SB3-*")), "the resumed model wrote SB3 log folders"
 
     # Finished: a third call changes nothing.
     mtime = (out / "eval.csv").stat().st_mtime_ns

@@ -17,10 +17,14 @@ def _rows(path):
 
 
 @pytest.mark.parametrize("opt", ["adam", "adan"])
-def test_short_run_writes_eval_csv_and_uses_requested_optimizer(tmp_path, tiny_args, opt):
+def test_short_run_writes_eval_csv_and_uses_requested_optimizer(
+    tmp_path, tiny_args, opt, system_tmp
+):
     out = tmp_path / opt
     result = train(tiny_args(out, opt, 1024, 512), log=lambda m: None)
     assert result.status == "finished" and result.steps == 1024
+    # SB3's default logger makes an empty SB3-<time> folder in the system temp dir per learn().
+    assert not list(system_tmp.glob("SB3-*")), "training left SB3 log folders in the temp dir"
 
     rows = _rows(out / "eval.csv")
     assert [int(r["step"]) for r in rows] == [0, 512, 1024]

@@ -4,8 +4,9 @@
         --run transformers adam RUN_DIR --run fairseq adam RUN_DIR ...
 
 Each ``--run BACKEND RECIPE RUN_DIR`` names a finished pretraining run folder (its
-``eval.csv``, losses in nats on both backends). Writes ``DIR/backends.png`` (recipe by colour,
-backend by line style), ``DIR/backends.csv`` (every point) and ``DIR/backends.md`` (final
+``eval.csv``, losses in nats on both backends); several runs of one backend and recipe are its
+seeds. Writes ``DIR/backends.png`` (recipe by colour, backend by line style),
+``DIR/backends.csv`` (every point) and ``DIR/backends.md`` (final
 losses, each backend's Adan - Adam gap, and the backends' difference per recipe).
 """
 
@@ -23,65 +24,81 @@ STYLES = {"transformers": "-", "fairseq": "--"}
 COLOURS = {"adam": "tab:blue", "adan": "tab:red"}
 
 
-def load(runs: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str], list[tuple[int, float]]]:
-    """``{(backend, recipe): [(step, valid_loss), ...]}`` from finished run folders."""
-    curves = {}
+Curves = dict[tuple[str, str], list[list[tuple[int, float]]]]
+
+
+def load(runs: Sequence[tuple[str, str, str]]) -> Curves:
+    """``{(backend, recipe): [[(step, valid_loss), ...] per run]}`` from finished run folders
+    (several runs of one backend and recipe are its seeds)."""
+    curves: Curves = {}
     for backend, recipe, folder in runs:
         run = Path(folder)
         if not rundir.is_done(run):
             raise ValueError(f"{run} is not a finished run (no done.json): finish it first")
         rows = rundir.read_eval(run / rundir.EVAL)
-        curves[(backend, recipe)] = [(int(r["step"]), float(r["valid_loss"])) for r in rows]
+        points = [(int(r["step"]), float(r["valid_loss"])) for r in rows]
+        curves.setdefault((backend, recipe), []).append(points)
     return curves
 
 
-def table(curves: dict[tuple[str, str], list[tuple[int, float]]]) -> list[str]:
-    """Markdown: the final loss of each run, the Adan - Adam gap per backend, and the
-    fairseq - transformers difference per recipe."""
-    final = {k: v[-1] for k, v in curves.items()}
-    backends = sorted({b for b, _ in curves}, key=list(STYLES).index)
+def _final(runs: list[list[tuple[int, float]]]) -> tuple[float, str]:
+    """The mean final loss over runs, and the cell text (mean, then each run's value)."""
+    values = [r[-1][1] for r in runs]
+    mean = sum(values) / len(values)
+    each = ", ".join(f"{v:.4f}" for v in values)
+    return mean, f"{mean:.4f}" + (f" ({each})" if len(values) > 1 else "")
+
+
+def table(curves: Curves) -> list[str]:
+    """Markdown: each backend's final loss per recipe (mean over its runs, each run in
+    brackets), its Adan - Adam gap, and the fairseq - transformers difference per recipe."""
+    backends = sorted({b for b, _ in curves}, key=lambda b: list(STYLES).index(b))
     recipes = sorted({r for _, r in curves})
+    both = {"adam", "adan"} <= set(recipes)
+    steps = sorted({runs[0][-1][0] for runs in curves.values()})
     lines = [
-        "| backend | "
-        + " | ".join(f"{r} final valid loss (step)" for r in recipes)
-        + (" | adan - adam |" if {"adam", "adan"} <= set(recipes) else " |"),
-        "|---" * (len(recipes) + 1 + ({"adam", "adan"} <= set(recipes))) + "|",
+        f"Final validation MLM loss (nats) at update {', '.join(map(str, steps))}; "
+        "several runs of a cell are its seeds.",
+        "",
+        "| backend | " + " | ".join(recipes) + (" | adan - adam |" if both else " |"),
+        "|---" * (len(recipes) + 1 + both) + "|",
     ]
+    means = {k: _final(v)[0] for k, v in curves.items()}
     for b in backends:
-        cells = [
-            f"{final[(b, r)][1]:.4f} ({final[(b, r)][0]})" if (b, r) in final else "-"
-            for r in recipes
-        ]
-        if {"adam", "adan"} <= set(recipes) and {(b, "adam"), (b, "adan")} <= set(final):
-            cells.append(f"{final[(b, 'adan')][1] - final[(b, 'adam')][1]:+.4f}")
+        cells = [_final(curves[(b, r)])[1] if (b, r) in curves else "-" for r in recipes]
+        if both and {(b, "adam"), (b, "adan")} <= set(means):
+            cells.append(f"{means[(b, 'adan')] - means[(b, 'adam')]:+.4f}")
         lines.append(f"| {b} | " + " | ".join(cells) + " |")
     if {"transformers", "fairseq"} <= set(backends):
         diffs = [
-            f"{r}: {final[('fairseq', r)][1] - final[('transformers', r)][1]:+.4f}"
+            f"{r} {means[('fairseq', r)] - means[('transformers', r)]:+.4f}"
             for r in recipes
-            if {("fairseq", r), ("transformers", r)} <= set(final)
+            if {("fairseq", r), ("transformers", r)} <= set(means)
         ]
-        lines += ["", "fairseq - transformers final valid loss: " + ", ".join(diffs) + " (nats)"]
+        lines += ["", "fairseq - transformers, mean final loss: " + ", ".join(diffs) + " nats."]
     return lines
 
 
-def plot(curves: dict[tuple[str, str], list[tuple[int, float]]], path: Path, title: str) -> None:
+def plot(curves: Curves, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (backend, recipe), points in sorted(curves.items()):
-        steps, losses = zip(*points)
-        ax.plot(
-            steps,
-            losses,
-            STYLES.get(backend, ":"),
-            color=COLOURS.get(recipe),
-            label=f"{recipe}, {backend}",
-            marker=".",
-        )
+    for (backend, recipe), runs in sorted(curves.items()):
+        for i, points in enumerate(runs):
+            steps, losses = zip(*points)
+            label = f"{recipe}, {backend}" + (f" ({len(runs)} seeds)" if len(runs) > 1 else "")
+            ax.plot(
+                steps,
+                losses,
+                STYLES.get(backend, ":"),
+                color=COLOURS.get(recipe),
+                label=label if i == 0 else None,
+                marker="." if i == 0 else None,
+                alpha=1.0 if i == 0 else 0.6,
+            )
     ax.set_xlabel("update")
     ax.set_ylabel("validation MLM loss (nats)")
     ax.set_title(title)
@@ -116,8 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     plot(curves, args.out / "backends.png", args.title)
-    rows = [(b, r, s, v) for (b, r), pts in sorted(curves.items()) for s, v in pts]
-    write_csv_atomic(args.out / "backends.csv", ("backend", "recipe", "step", "valid_loss"), rows)
+    rows = [
+        (b, r, i + 1, s, v)
+        for (b, r), runs in sorted(curves.items())
+        for i, pts in enumerate(runs)
+        for s, v in pts
+    ]
+    header = ("backend", "recipe", "run", "step", "valid_loss")
+    write_csv_atomic(args.out / "backends.csv", header, rows)
     text = "\n".join(table(curves)) + "\n"
     write_text_atomic(args.out / "backends.md", text)
     print(text)

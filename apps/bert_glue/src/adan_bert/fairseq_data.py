@@ -121,7 +121,29 @@ def binarize(
     into ``dest/{split}.{bin,idx}`` and ``dest/dict.txt``.
 
     Runs fairseq's preprocess in this process (the same code as the command, without paying
-    for fairseq's import on every call), and removes the log handler it adds."""
+    for fairseq's import on every call), removes the log handler it adds and keeps its INFO
+    lines (an argument dump per call) out of the run's output."""
+    import logging
+
+    quiet = {name: logging.getLogger(name) for name in ("fairseq", "fairseq_cli")}
+    levels = {name: logger.level for name, logger in quiet.items()}
+    for logger in quiet.values():
+        logger.setLevel(logging.WARNING)
+    try:
+        _preprocess(dictionary, dest, train, valid, test, workers)
+    finally:
+        for name, logger in quiet.items():
+            logger.setLevel(levels[name])
+
+
+def _preprocess(
+    dictionary: Path,
+    dest: Path,
+    train: Path,
+    valid: Sequence[Path],
+    test: Path | None,
+    workers: int,
+) -> None:
     import logging
 
     from fairseq import options

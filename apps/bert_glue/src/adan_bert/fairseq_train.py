@@ -37,7 +37,7 @@ from adan_repro.progress import elapsed
 
 from . import data, fairseq_data, glue
 from .fairseq_adan import IMPLEMENTATION_MARK, USER_DIR
-from .presets import FINETUNE_SCALES, MODEL_SIZES, heldout_fraction
+from .presets import FINETUNE_SCALES, MODEL_SIZES, PretrainSettings, heldout_fraction
 
 PACKAGE = Path(__file__).resolve().parent
 CONFIG_DIR = PACKAGE / "fairseq_configs"
@@ -324,7 +324,7 @@ def _add_fairseq_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def settings(args: argparse.Namespace):
+def settings(args: argparse.Namespace) -> PretrainSettings:
     """The run's ``PretrainSettings``; ValueError for the transformers backend's own flags."""
     from .pretrain import settings_from
 
@@ -345,6 +345,22 @@ def _cache(args: argparse.Namespace) -> Path:
     return Path(args.cache_dir or data.default_cache()) / "fairseq"
 
 
+def pretrain_data(args: argparse.Namespace, s: PretrainSettings | None = None) -> tuple[Path, str]:
+    """The binarized corpus folder of a pretraining run, and the corpus file's digest."""
+    s = s or settings(args)
+    corpus_key = data.file_digest(Path(args.corpus))[:16]
+    folder = args.data_dir or _cache(args) / f"corpus-{corpus_key}-valid{s.valid_fraction}"
+    return Path(folder), corpus_key
+
+
+def prepare_pretrain_data(args: argparse.Namespace, log: Callable[[str], None] = print) -> Path:
+    """Build (or reuse) a pretraining run's binarized corpus."""
+    s = settings(args)
+    bpe = fairseq_data.check_bpe_dir(args.bpe_dir)
+    folder, _ = pretrain_data(args, s)
+    return fairseq_data.prepare_corpus(Path(args.corpus), bpe, folder, s.valid_fraction, log=log)
+
+
 def pretrain(args: argparse.Namespace, log: Callable[[str], None] = print) -> str:
     """Run, resume or skip one fairseq pretraining run; "finished", "skipped" or "dry-run"."""
     s = settings(args)
@@ -352,9 +368,8 @@ def pretrain(args: argparse.Namespace, log: Callable[[str], None] = print) -> st
     if rundir.is_done(run_dir):
         log(f"[fairseq pretrain] {run_dir} is finished (done.json); nothing to do")
         return "skipped"
-    bpe = fairseq_data.check_bpe_dir(args.bpe_dir)
-    corpus_key = data.file_digest(Path(args.corpus))[:16]
-    data_dir = args.data_dir or _cache(args) / f"corpus-{corpus_key}-valid{s.valid_fraction}"
+    fairseq_data.check_bpe_dir(args.bpe_dir)
+    data_dir, corpus_key = pretrain_data(args, s)
     overrides = pretrain_overrides(s, Path(data_dir), run_dir, args.log_interval)
     if args.adan_impl and s.opt.opt == "adan":
         overrides.append(f"optimizer.adan_impl={args.adan_impl}")
@@ -362,7 +377,7 @@ def pretrain(args: argparse.Namespace, log: Callable[[str], None] = print) -> st
     if args.dry_run:
         log(f"[fairseq pretrain] {' '.join(cmd)}")
         return "dry-run"
-    fairseq_data.prepare_corpus(Path(args.corpus), bpe, Path(data_dir), s.valid_fraction, log=log)
+    prepare_pretrain_data(args, log)
     config = {
         "task": "pretrain",
         "optimizer": s.recipe,
@@ -508,6 +523,27 @@ def finetune_overrides(task, r, scale, size, data_dir, pretrained, run_dir, args
     ]
 
 
+def finetune_data(args: argparse.Namespace) -> tuple[Path, float]:
+    """The binarized folder of a GLUE run's task, and the fraction of train held out in it."""
+    task = glue.get_task(args.task)
+    n_train = len(glue.read_split(args.glue_dir, task, "train"))
+    fraction = (
+        heldout_fraction(FINETUNE_SCALES[args.scale], n_train)
+        if args.heldout_fraction is None
+        else args.heldout_fraction
+    )
+    key = data.file_digest(glue.task_folder(args.glue_dir, task) / "train.tsv")[:12]
+    folder = args.data_dir or _cache(args) / f"glue-{task.name}-{key}-heldout{fraction:.6g}"
+    return Path(folder), fraction
+
+
+def prepare_finetune_data(args: argparse.Namespace, log: Callable[[str], None] = print) -> Path:
+    """Build (or reuse) a GLUE run's binarized task."""
+    bpe = fairseq_data.check_bpe_dir(args.bpe_dir)
+    folder, fraction = finetune_data(args)
+    return fairseq_data.prepare_glue_task(args.glue_dir, args.task, bpe, folder, fraction, log=log)
+
+
 def finetune(args: argparse.Namespace, log: Callable[[str], None] = print) -> str:
     """Run, resume or skip one fairseq GLUE run; "finished", "skipped" or "dry-run"."""
     from .finetune import protocols, recipe_from, run_config
@@ -519,20 +555,15 @@ def finetune(args: argparse.Namespace, log: Callable[[str], None] = print) -> st
     if rundir.is_done(run_dir):
         log(f"[fairseq finetune] {run_dir} is finished (done.json); nothing to do")
         return "skipped"
-    bpe = fairseq_data.check_bpe_dir(args.bpe_dir)
+    fairseq_data.check_bpe_dir(args.bpe_dir)
     size = pretrained_size(Path(args.checkpoint), args.model)
     pretrained = Path(args.checkpoint) / FINAL_CHECKPOINT
     if not pretrained.is_file() and not args.dry_run:
         raise FileNotFoundError(
             f"{pretrained} not found: --checkpoint takes a fairseq pretraining run's final/ folder"
         )
-    n_train = len(glue.read_split(args.glue_dir, task, "train"))
-    fraction = (
-        heldout_fraction(scale, n_train) if args.heldout_fraction is None else args.heldout_fraction
-    )
+    data_dir, fraction = finetune_data(args)
     args.heldout = fraction > 0
-    key = data.file_digest(glue.task_folder(args.glue_dir, task) / "train.tsv")[:12]
-    data_dir = args.data_dir or _cache(args) / f"glue-{task.name}-{key}-heldout{fraction:.6g}"
     overrides = finetune_overrides(task, r, scale, size, data_dir, pretrained, run_dir, args)
     if args.adan_impl and r.opt.opt == "adan":
         overrides.append(f"optimizer.adan_impl={args.adan_impl}")
@@ -541,7 +572,7 @@ def finetune(args: argparse.Namespace, log: Callable[[str], None] = print) -> st
     if args.dry_run:
         log(f"[fairseq finetune] {' '.join(cmd)}")
         return "dry-run"
-    fairseq_data.prepare_glue_task(args.glue_dir, task.name, bpe, Path(data_dir), fraction, log=log)
+    prepare_finetune_data(args, log)
     config = run_config(
         args,
         task,

@@ -330,7 +330,48 @@ def validate(args: argparse.Namespace, r: dict, pre: list[RunSpec], ft: list[Run
         f"[grid] {len(pre)} pretraining runs and {len(ft)} fine-tuning runs; scales: pretraining "
         f"{PRETRAIN_SCALES[r['scale']]}, fine-tuning "
         f"{FINETUNE_SCALES[r['scale']]}"
+        + ("; the fairseq backend uses GPT-2 BPE, not the scale's tokenizer" if fairseq else "")
     )
+
+
+def prepare_fairseq_data(stage: str, runs: list[RunSpec], shard_text: str | None, log) -> None:
+    """Build the binarized data this shard's unfinished fairseq runs of one stage need, each
+    folder once, before they start side by side: otherwise every parallel run BPE-encodes and
+    binarizes the same corpus at the same time, and all but one of them throw the work away."""
+    from . import fairseq_train
+
+    if stage == "pretrain":
+        parser, where, prepare = (
+            fairseq_train.build_pretrain_parser(),
+            lambda a: fairseq_train.pretrain_data(a)[0],
+            fairseq_train.prepare_pretrain_data,
+        )
+    else:
+        parser, where, prepare = (
+            fairseq_train.build_finetune_parser(),
+            lambda a: fairseq_train.finetune_data(a)[0],
+            fairseq_train.prepare_finetune_data,
+        )
+    k, n = harness.parse_shard(shard_text)
+    built: set[Path] = set()
+    for run in harness.shard(runs, k, n):
+        if rundir.is_done(run.run_dir):
+            continue
+        run_args = parser.parse_args(list(run.args))
+        folder = where(run_args)
+        if folder not in built:
+            prepare(run_args, log)
+            built.add(folder)
+
+
+def _prepared(stage: str, runs: list[RunSpec], shard_text: str | None, log) -> bool:
+    """:func:`prepare_fairseq_data`, printing a failure as an error instead of raising it."""
+    try:
+        prepare_fairseq_data(stage, runs, shard_text, log)
+    except (ValueError, OSError) as exc:
+        print(f"error: preparing the fairseq data of stage {stage}: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -391,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     ft_target = None if args.nproc_per_node > 1 else ft_run
     if not args.summarize_only:
         log("[grid] stage 1: pretraining")
+        if args.backend == "fairseq" and not _prepared("pretrain", pre, args.shard, log):
+            return 2
         report, complete = harness.run_my_shard(
             pre, pre_target, args.shard, jobs_of(args), args.log_interval, args.out, log
         )
@@ -401,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 1 if report.failed else 0
         log("[grid] stage 2: GLUE fine-tuning")
+        if args.backend == "fairseq" and not _prepared("finetune", ft, args.shard, log):
+            return 2
     return harness.run_then_summarize(
         ft,
         ft_target,

@@ -57,18 +57,23 @@ def grid_args(data: dict, out: Path) -> list[str]:
 def test_fairseq_grid_end_to_end_then_resumes(tiny_data, tmp_path, capsys):
     out = tmp_path / "grid"
     assert grid.main(grid_args(tiny_data, out)) == 0
+    # The grid builds each data folder once, before the runs; the runs find it ready.
+    lines = capsys.readouterr().out.splitlines()
+    built = [x for x in lines if x.startswith("[fairseq-data]") and "up to date" not in x]
+    assert len(built) == 2, built  # the corpus, then CoLA
     for opt in ("adam", "adan"):
         run = out / "runs" / "pretrain" / opt / "seed1"
         assert rundir.read_config(run)["backend"] == "fairseq"
         assert (run / rundir.FINAL / "checkpoint.pt").is_file()
+        assert "is up to date" in (run / rundir.LOG).read_text()
     finetuned = sorted(out.glob("runs/CoLA.pre-*/adan/seed1/done.json"))
     assert len(finetuned) == 2
     for path in finetuned:
+        assert "is up to date" in (path.parent / rundir.LOG).read_text()
         assert {"paper", "clean", "last"} <= set(json.loads(path.read_text()))
     summary = (out / "summary.md").read_text()
     assert "fairseq" in summary and "CoLA" in summary
     assert (out / "summary.csv").is_file() and list(out.glob("*.png"))
-    capsys.readouterr()
     assert grid.main(grid_args(tiny_data, out)) == 0  # everything finished: nothing reruns
     assert "0 trained" in capsys.readouterr().out
 

@@ -6,6 +6,7 @@ from typing import Any, Callable, Union
 
 import torch
 from stable_baselines3 import PPO
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnv
 
 from .settings import PPOSettings
@@ -52,7 +53,17 @@ def build_ppo(
         verbose=0,
         tensorboard_log=tensorboard_log,
     )
+    keep_temp_dir_clean(model)
     head = model.policy.value_net
     torch.nn.init.orthogonal_(head.weight, gain=s.value_head_gain)
     torch.nn.init.zeros_(head.bias)
     return model
+
+
+def keep_temp_dir_clean(model: PPO) -> None:
+    """Give a model without TensorBoard logging a logger with no outputs.
+
+    Without a logger of its own, every ``learn()`` makes SB3 create an empty ``SB3-<time>``
+    folder in the system temp dir; our metrics go to the run folder instead."""
+    if model.tensorboard_log is None:
+        model.set_logger(Logger(folder=None, output_formats=[]))

@@ -31,7 +31,7 @@ from adan_core.optim_factory import describe, implementation
 
 from . import runstate
 from .envs import check_env_id, make_eval_env, make_train_env, sync_obs_stats
-from .model import build_ppo
+from .model import build_ppo, keep_temp_dir_clean
 from .optim import sb3_optimizer
 from .settings import PAPER_LR, PRESETS, PPOSettings, round_to_rollouts
 
@@ -223,6 +223,7 @@ class _Run:
             )
             self.train_env.training = True
             self.model = PPO.load(ckpt.path / "model.zip", env=self.train_env, device=args.device)
+            keep_temp_dir_clean(self.model)
             runstate.restore_rng(ckpt)  # load() re-seeded everything from the initial seed
             # The envs restart from fresh episodes; seeds depend on the step so that a resumed
             # run is reproducible from its checkpoint.
